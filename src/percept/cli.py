@@ -1,0 +1,58 @@
+"""The `percept` command. Subcommands live in their own modules, each with `main(argv) -> int`.
+
+Every user-facing failure is a `PerceptError`: one line on stderr and exit status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from percept.errors import PerceptError
+
+# name -> (module, help). Modules are imported only when their subcommand runs.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "encode": ("percept.codec_cli", "encode an image into a percept file (real bitstream)"),
+    "decode": ("percept.codec_cli", "decode a percept file to PNG, optionally with the enhancer"),
+    "info": ("percept.codec_cli", "show what a percept file holds"),
+    "codecs": ("percept.codec_cli", "list codecs and whether each is available here"),
+    "demo": ("percept.codec_cli", "encode a real photo at a low rate and write a side-by-side PNG"),
+    "train": ("percept.training.cli", "train the project's models (prior, consistency model, codec)"),
+    "eval": ("percept.evaluate", "evaluate codecs and enhancers over a dataset, write results JSON"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: percept COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<8} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += ["", "Run `percept COMMAND --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from percept import __version__
+
+        print(f"percept {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"percept: error: unknown command {name!r} (choose from {', '.join(SUBCOMMANDS)})", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    try:
+        return int(module.main([name, *rest]) or 0)
+    except PerceptError as exc:
+        print(f"percept {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"percept {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

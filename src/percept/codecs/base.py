@@ -1,0 +1,23 @@
+"""The codec contract of DESIGN.md: real bitstreams only."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """encode: [1,3,H,W] float in [0,1] -> payload bytes; decode: payload bytes -> [1,3,H,W].
+
+    `name` is the registry name, `quality` the user-facing quality knob (its range is per codec).
+    bpp is always 8 * len(bytes) / (H * W), computed from real bytes (see `percept.container`).
+    """
+
+    name: str
+    quality: int
+
+    def encode(self, x: torch.Tensor) -> bytes: ...
+
+    def decode(self, data: bytes) -> torch.Tensor: ...
