@@ -1,0 +1,244 @@
+"""Choose sigma from the perception-distortion bound: the noise level at which the MSE doubles.
+
+Blau and Michaeli's bound (paper eq. 3) says a perfect-realism decoder needs at most twice the MSE
+of the MSE-optimal one; section 3.1 (eq. 14) picks sigma where MSE(enhanced, x) reaches
+`mse_ratio` * MSE(decoded, x). `calibrate_sigma` finds that sigma by bisection in log(sigma) on a
+calibration set, with the same noise seeds at every trial (common random numbers), so the ratio is
+a deterministic, nearly monotone function of sigma.
+
+Calibrated values are data: `src/percept/weights/calibration.json` maps
+"codec/q<quality>/<prior>/<preset>" to the sigma and how it was obtained. `store_sigma` writes an
+entry, `lookup_sigma` reads one (and says which command to run when there is none); the enhancer's
+`sigma="auto"` uses it. Never calibrate on Kodak (evaluation only): `main` uses imagenet-sample val.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from percept.errors import PerceptError
+
+
+class CalibrationMissing(PerceptError):
+    """No calibrated sigma for this (codec, quality, prior, preset)."""
+
+
+def table_path() -> Path:
+    return Path(str(resources.files("percept") / "weights" / "calibration.json"))
+
+
+def calibration_key(codec: str, quality: int | None, prior: str, preset: str) -> str:
+    return f"{codec}/q{quality}/{prior}/{preset}"
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {"version": 1, "entries": {}}
+
+
+def store_sigma(
+    codec: str,
+    quality: int | None,
+    prior: str,
+    preset: str,
+    sigma: float,
+    info: dict | None = None,
+    *,
+    path: Path | None = None,
+) -> dict:
+    """Record a calibrated sigma (and `info`: ratio reached, images, seed, ...) in the table."""
+    path = Path(path) if path is not None else table_path()
+    table = _read(path)
+    entry = {"sigma": float(sigma), **(info or {})}
+    table["entries"][calibration_key(codec, quality, prior, preset)] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(table, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return entry
+
+
+def lookup_sigma(
+    codec: str, quality: int | None, prior: str, preset: str, *, path: Path | None = None
+) -> float:
+    """The calibrated sigma, or CalibrationMissing saying the command that makes it."""
+    table = _read(Path(path) if path is not None else table_path())
+    key = calibration_key(codec, quality, prior, preset)
+    if key not in table["entries"]:
+        raise CalibrationMissing(
+            f"no calibrated sigma for {key}: run `python -m percept.calibrate --codec {codec} "
+            f"--quality {quality} --prior {prior} --preset {preset}` or pass --sigma VALUE"
+        )
+    return float(table["entries"][key]["sigma"])
+
+
+def _sse(a: Tensor, b: Tensor) -> float:
+    return float(torch.sum((a.double() - b.double()) ** 2))
+
+
+def decode_pairs(codec, images: Iterable[Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """(source, decoded) for each image [1,3,H,W] through the codec's real bytes."""
+    return [(x, codec.decode(codec.encode(x))) for x in images]
+
+
+def bisect_log_sigma(
+    ratio_at: Callable[[float], float],
+    target: float,
+    *,
+    lo: float = 1e-3,
+    hi: float = 0.5,
+    hi_max: float = 80.0,
+    tol: float = 0.02,
+    max_iter: int = 20,
+) -> tuple[float, list[tuple[float, float]]]:
+    """Bisection in log(sigma) for ratio_at(sigma) == target; returns (sigma, [(sigma, ratio)...]).
+
+    Stops when the ratio is within tol * target, or after max_iter evaluations. `hi` is doubled
+    until the ratio exceeds the target (up to hi_max); a target out of reach is an error.
+    """
+    history: list[tuple[float, float]] = []
+
+    def f(s: float) -> float:
+        history.append((s, ratio_at(s)))
+        return history[-1][1]
+
+    r_hi = f(hi)
+    while r_hi < target:
+        if hi >= hi_max:
+            raise PerceptError(
+                f"MSE ratio {r_hi:.3f} < {target} even at sigma {hi:g}: the target is out of reach"
+            )
+        lo, hi = hi, min(2 * hi, hi_max)
+        r_hi = f(hi)
+    for _ in range(max_iter):
+        best = min(history, key=lambda h: abs(h[1] - target))
+        if abs(best[1] - target) <= tol * target:
+            break
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if f(mid) < target else (lo, mid)
+    best = min(history, key=lambda h: abs(h[1] - target))
+    return best[0], history
+
+
+def calibrate_sigma(
+    codec,
+    denoiser,
+    images: Sequence,
+    preset: str = "medium",
+    mse_ratio: float = 2.0,
+    *,
+    seed: int = 0,
+    tol: float = 0.02,
+    max_iter: int = 20,
+    steps: int | None = None,
+    progress: bool = False,
+    return_history: bool = False,
+    **enhance_kwargs,
+):
+    """The sigma where MSE(enhance(decoded), source) = mse_ratio * MSE(decoded, source) (eq. 3, 14).
+
+    codec: anything with encode/decode (real bytes), applied to each image [1,3,H,W] in `images`;
+    or None, and `images` is a sequence of (source, decoded) pairs, each [B,C,H,W] (batches are
+    fine). Squared errors are pooled over all pixels of the set.
+    Every trial draws image j's noise from the j-th seed derived from `seed` (common random numbers). Returns sigma (float), or
+    (sigma, [(sigma, ratio), ...]) with return_history=True.
+    """
+    from percept.enhance import enhance
+    from percept.samplers import per_image_generators
+
+    pairs = list(images) if codec is None else decode_pairs(codec, images)
+    if not pairs:
+        raise PerceptError("calibrate_sigma needs at least one image")
+    base = sum(_sse(d, x) for x, d in pairs)
+    if base == 0:
+        raise PerceptError(
+            "the codec is lossless on these images (MSE 0): there is nothing to calibrate"
+        )
+
+    n_images = sum(d.shape[0] for _, d in pairs)
+
+    def ratio_at(sigma: float) -> float:
+        # Image j always gets the j-th seed drawn from `seed`: the same noise at every trial (so the
+        # ratio is a smooth function of sigma) but independent noise across images.
+        gens = per_image_generators(torch.Generator().manual_seed(seed), n_images)
+        total, k = 0.0, 0
+        for x, d in tqdm(pairs, desc=f"sigma {sigma:.4g}", disable=not progress, leave=False):
+            b = d.shape[0]
+            y = enhance(
+                d, denoiser, sigma, preset, steps=steps, generator=gens[k : k + b], **enhance_kwargs
+            )
+            total, k = total + _sse(y, x), k + b
+        return total / base
+
+    sigma, history = bisect_log_sigma(ratio_at, mse_ratio, tol=tol, max_iter=max_iter)
+    return (sigma, history) if return_history else sigma
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m percept.calibrate --codec C --quality Q --prior P --preset medium`: fill the table."""
+    p = argparse.ArgumentParser(prog="python -m percept.calibrate", description=main.__doc__)
+    p.add_argument("--codec", required=True)
+    p.add_argument("--quality", type=int, required=True)
+    p.add_argument("--prior", required=True, help="zoo name or weights path (the table's key)")
+    p.add_argument("--preset", default="medium")
+    p.add_argument("--mse-ratio", type=float, default=2.0)
+    p.add_argument(
+        "--images", type=int, default=16, help="imagenet-sample val images (256x256 crops)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    from percept.codecs import get_codec
+    from percept.data import imagenet_sample_paths
+    from percept.enhance import load_prior
+    from percept.images import load_image
+
+    paths = imagenet_sample_paths("val")[: args.images]
+    if not paths:
+        raise PerceptError("imagenet-sample not found: set PERCEPT_DATA (see the data README)")
+    images = [load_image(path)[0][..., :256, :256] for path in paths]
+    codec = get_codec(args.codec, args.quality)
+    sigma, history = calibrate_sigma(
+        codec,
+        load_prior(args.prior),
+        images,
+        args.preset,
+        args.mse_ratio,
+        seed=args.seed,
+        progress=True,
+        return_history=True,
+    )
+    ratio = min(history, key=lambda h: abs(h[1] - args.mse_ratio))[1]
+    info = {
+        "mse_ratio_target": args.mse_ratio,
+        "mse_ratio": ratio,
+        "images": len(images),
+        "set": "imagenet-sample val, top-left 256x256",
+        "seed": args.seed,
+    }
+    store_sigma(args.codec, args.quality, args.prior, args.preset, sigma, info)
+    print(
+        f"{calibration_key(args.codec, args.quality, args.prior, args.preset)}: sigma {sigma:.4f} (ratio {ratio:.3f})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    try:
+        raise SystemExit(main())
+    except PerceptError as exc:
+        print(f"python -m percept.calibrate: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

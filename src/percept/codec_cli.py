@@ -1,0 +1,265 @@
+"""`percept encode | decode | info | codecs | demo`: codecs and percept files from the shell.
+
+Every user error is a PerceptError (one line, exit status 2); outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+from percept.errors import PerceptError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one-line PerceptErrors instead of exiting."""
+
+    def error(self, message: str):
+        raise PerceptError(f"{message} (see `percept {self.prog.split()[-1]} --help`)")
+
+
+def _parser(name: str, description: str) -> _Parser:
+    return _Parser(prog=f"percept {name}", description=description)
+
+
+def _option_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _parse_sets(items: list[str]) -> dict:
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise PerceptError(f"--set expects KEY=VALUE, got {item!r}")
+        options[key] = _option_value(value)
+    return options
+
+
+def _check_out_dir(path: Path) -> None:
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise PerceptError(f"cannot write {path}: directory {directory} does not exist")
+
+
+def _read_file(path: Path) -> bytes:
+    if not path.is_file():
+        raise PerceptError(f"cannot read {path}: no such file")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise PerceptError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
+    """PSNR in dB of two images in [0,1], both on the 8-bit grid as written to disk."""
+    from percept.images import quantize
+
+    mse = torch.mean((quantize(x).double() - quantize(y).double()) ** 2).item()
+    return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+def encode(argv: list[str]) -> int:
+    p = _parser(
+        "encode", "Encode an image into a percept file (real bitstream; bpp counts the whole file)."
+    )
+    p.add_argument(
+        "input", type=Path, help="any image Pillow reads (converted to 8-bit RGB, said so)"
+    )
+    p.add_argument("output", type=Path, help="the percept file to write")
+    p.add_argument(
+        "--codec", default="jpeg", help="codec name (see `percept codecs`; default jpeg)"
+    )
+    p.add_argument("--quality", type=int, default=None, help="quality knob (range per codec)")
+    p.add_argument("--weights", default=None, help="local weights file for a learned codec")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="codec option")
+    args = p.parse_args(argv)
+
+    from percept.codecs import get_codec
+    from percept.container import encode_image, unpack
+    from percept.images import atomic_write_bytes, load_image
+
+    options = _parse_sets(args.set)
+    if args.weights is not None:
+        options["weights"] = args.weights
+    codec = get_codec(args.codec, args.quality, **options)
+    _check_out_dir(args.output)
+    x, notes = load_image(args.input)
+    for note in notes:
+        print(f"percept encode: note: {args.input}: {note}", file=sys.stderr)
+    data = encode_image(x, codec)
+    atomic_write_bytes(args.output, data)
+    record = unpack(data)
+    print(
+        f"{record.codec} quality {codec.quality}: {record.width}x{record.height}, {len(data)} bytes "
+        f"(header {record.header_bytes}), {record.bpp:.4f} bpp -> {args.output}"
+    )
+    return 0
+
+
+def decode(argv: list[str]) -> int:
+    p = _parser(
+        "decode", "Decode a percept file to PNG, optionally through the diffusion enhancer."
+    )
+    p.add_argument("input", type=Path)
+    p.add_argument("output", type=Path, help="PNG to write")
+    p.add_argument("--weights", default=None, help="local weights file for a learned codec")
+    p.add_argument("--enhance", choices=("fast", "medium", "slow"), default=None)
+    p.add_argument("--prior", default=None, help="prior name or weights path (with --enhance)")
+    p.add_argument("--sigma", default="auto", help="noise level: auto or a value (with --enhance)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None)
+    args = p.parse_args(argv)
+
+    from percept.container import decode_file
+    from percept.images import save_png
+
+    data = _read_file(args.input)
+    _check_out_dir(args.output)
+    options = {} if args.weights is None else {"weights": args.weights}
+    x_hat, record = decode_file(data, **options)
+    if args.enhance is not None:
+        try:
+            from percept.enhance import enhance_decoded
+        except ImportError:
+            raise PerceptError("the enhancer is not available in this build") from None
+        x_hat = enhance_decoded(x_hat, record, args)
+    save_png(x_hat, args.output)
+    extra = f", enhanced ({args.enhance})" if args.enhance else ""
+    print(
+        f"{record.codec}: {record.width}x{record.height}, {record.bpp:.4f} bpp{extra} -> {args.output}"
+    )
+    return 0
+
+
+def info(argv: list[str]) -> int:
+    p = _parser("info", "Show what a percept file holds.")
+    p.add_argument("input", type=Path)
+    args = p.parse_args(argv)
+
+    from percept.container import unpack
+
+    record = unpack(_read_file(args.input))
+    print(f"file:     {args.input}")
+    print(f"format:   percept container version {record.version}")
+    print(f"codec:    {record.codec}")
+    print(f"params:   {json.dumps(record.params, sort_keys=True)}")
+    print(f"size:     {record.width}x{record.height}")
+    print(
+        f"bytes:    {record.file_bytes} (header+checksum {record.header_bytes}, payload {len(record.payload)})"
+    )
+    print(f"bpp:      {record.bpp:.4f} (whole file)")
+    print(f"crc32:    {record.crc32:#010x} ok")
+    return 0
+
+
+def codecs(argv: list[str]) -> int:
+    p = _parser("codecs", "List codecs and whether each is available on this machine.")
+    p.parse_args(argv)
+
+    from percept.codecs import list_codecs
+
+    rows = [("codec", "kind", "quality", "default", "available", "notes")]
+    for c in list_codecs():
+        note = c.quality_meaning if c.available else c.reason
+        rows.append(
+            (
+                c.name,
+                c.kind.split()[0],
+                f"{c.quality_min}..{c.quality_max}",
+                str(c.default_quality),
+                "yes" if c.available else "no",
+                note,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[5])
+    return 0
+
+
+def _side_by_side(x: torch.Tensor, y: torch.Tensor, labels: tuple[str, str]):
+    from PIL import Image, ImageDraw
+
+    from percept.images import tensor_to_pil
+
+    left, right = tensor_to_pil(x), tensor_to_pil(y)
+    band = 24
+    canvas = Image.new("RGB", (left.width * 2 + 8, left.height + band), "white")
+    canvas.paste(left, (0, band))
+    canvas.paste(right, (left.width + 8, band))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 6), labels[0], fill="black")
+    draw.text((left.width + 12, 6), labels[1], fill="black")
+    return canvas
+
+
+def _quality_for_rate(x: torch.Tensor, name: str, target_bpp: float) -> tuple[int, bytes]:
+    """The highest quality whose whole file stays at or under target_bpp (bisection; assumes
+    the rate grows with quality)."""
+    from percept.codecs import codec_info, get_codec
+    from percept.container import bpp, encode_image
+
+    info_ = codec_info(name)
+    lo, hi = info_.quality_min, info_.quality_max
+    best = None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        data = encode_image(x, get_codec(name, mid))
+        if bpp(data, x.shape[2], x.shape[3]) <= target_bpp:
+            best, lo = (mid, data), mid + 1
+        else:
+            hi = mid - 1
+    if best is None:
+        best = (info_.quality_min, encode_image(x, get_codec(name, info_.quality_min)))
+    return best
+
+
+def demo(argv: list[str]) -> int:
+    p = _parser(
+        "demo", "Encode a real photo at a low rate and write original | decoded side by side."
+    )
+    p.add_argument("--out", type=Path, default=Path("percept-demo.png"))
+    p.add_argument("--codec", default="jpeg")
+    p.add_argument(
+        "--quality", type=int, default=None, help="default: the highest quality under --bpp"
+    )
+    p.add_argument("--bpp", type=float, default=0.3, help="target rate when --quality is not given")
+    args = p.parse_args(argv)
+
+    from percept.codecs import get_codec
+    from percept.container import decode_file, encode_image
+    from percept.data import demo_photo
+    from percept.images import save_png
+
+    _check_out_dir(args.out)
+    x, source = demo_photo()
+    if args.quality is None:
+        quality, data = _quality_for_rate(x, args.codec, args.bpp)
+    else:
+        quality, data = args.quality, encode_image(x, get_codec(args.codec, args.quality))
+    x_hat, record = decode_file(data)
+    score = psnr(x, x_hat)
+    label = f"{record.codec} q{quality}: {record.bpp:.3f} bpp, PSNR {score:.2f} dB"
+    save_png(_side_by_side(x, x_hat, (f"original ({Path(source).name})", label)), args.out)
+    print(f"{source}: {label} -> {args.out}")
+    return 0
+
+
+COMMANDS = {"encode": encode, "decode": decode, "info": info, "codecs": codecs, "demo": demo}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in COMMANDS:
+        raise PerceptError(f"codec_cli handles {', '.join(COMMANDS)}; got {argv[:1]}")
+    return COMMANDS[argv[0]](argv[1:])

@@ -1,0 +1,263 @@
+"""CompressAI models as codecs: real entropy-coded bitstreams from `compress`/`decompress`.
+
+Zoo names (bmshj2018-factorized, bmshj2018-hyperprior, mbt2018-mean, mbt2018, cheng2020-anchor,
+cheng2020-attn) take quality 1..8 (1..6 for cheng2020). Weights come from `weights=PATH` (a local
+state dict, .pth/.pt/.pth.tar or .safetensors) or are downloaded from CompressAI's URLs into the
+torch hub cache. A digest of the weights goes into the file header, so a decoder given other
+weights refuses instead of decoding garbage.
+
+Payload (no pickle): varints H, W (the size before padding), the latent shape (count, dims), then
+the strings (group count; per group, item count; per item, length and bytes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import urllib.error
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from percept.codecs.registry import CodecInfo, import_quietly, register_codec
+from percept.errors import CodecError, WeightsUnavailable
+from percept.images import quantize
+
+DOWNLOAD_TIMEOUT_S = 15.0
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    for _ in range(10):
+        if pos >= len(data):
+            raise CodecError("compressai payload is truncated")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+    raise CodecError("compressai payload is corrupted (bad length field)")
+
+
+def serialize(height: int, width: int, strings, shape) -> bytes:
+    """Strings (list per entropy model of list per batch item of bytes) + latent shape -> bytes."""
+    out = bytearray(_varint(height) + _varint(width) + _varint(len(shape)))
+    for dim in shape:
+        out += _varint(int(dim))
+    out += _varint(len(strings))
+    for group in strings:
+        out += _varint(len(group))
+        for item in group:
+            if not isinstance(item, bytes):
+                raise CodecError(
+                    f"unsupported compressai output: expected bytes, got {type(item).__name__}"
+                )
+            out += _varint(len(item)) + item
+    return bytes(out)
+
+
+def deserialize(data: bytes) -> tuple[int, int, list[list[bytes]], list[int]]:
+    height, pos = _read_varint(data, 0)
+    width, pos = _read_varint(data, pos)
+    ndim, pos = _read_varint(data, pos)
+    if ndim > 8:
+        raise CodecError("compressai payload is corrupted (latent rank)")
+    shape = []
+    for _ in range(ndim):
+        dim, pos = _read_varint(data, pos)
+        shape.append(dim)
+    strings: list[list[bytes]] = []
+    n_groups, pos = _read_varint(data, pos)
+    for _ in range(min(n_groups, 64)):
+        n_items, pos = _read_varint(data, pos)
+        group = []
+        for _ in range(min(n_items, 1024)):
+            length, pos = _read_varint(data, pos)
+            if pos + length > len(data):
+                raise CodecError("compressai payload is truncated")
+            group.append(bytes(data[pos : pos + length]))
+            pos += length
+        strings.append(group)
+    if pos != len(data) or len(strings) != n_groups:
+        raise CodecError("compressai payload is corrupted (trailing or missing bytes)")
+    return height, width, strings, shape
+
+
+class CompressAICodec:
+    """Any CompressAI `CompressionModel` as a Codec (zoo models, tiny test models, project models).
+
+    Runs on CPU in eval mode; `update(force=True)` builds the entropy coder's CDF tables once.
+    Inputs are padded on the right and bottom by edge replication to the model's downsampling
+    factor (64 when the model does not say), and the output is cropped back and rounded to 8 bits,
+    as a decoder that writes a PNG would.
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, name: str, quality: int, weights_id: str | None = None
+    ):
+        self.model = model.eval().cpu()
+        self.model.update(force=True)
+        self.name, self.quality, self.weights_id = name, quality, weights_id
+        self.multiple = int(getattr(model, "downsampling_factor", 64))
+        self.params = {"quality": quality, "pad": f"replicate/{self.multiple}"}
+        if weights_id:
+            self.params["weights_sha256"] = weights_id
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> bytes:
+        height, width = x.shape[-2:]
+        pad_h, pad_w = (-height) % self.multiple, (-width) % self.multiple
+        padded = F.pad(x.float().cpu(), (0, pad_w, 0, pad_h), mode="replicate")
+        out = self.model.compress(padded)
+        return serialize(height, width, out["strings"], list(out["shape"]))
+
+    @torch.no_grad()
+    def decode(self, data: bytes) -> torch.Tensor:
+        height, width, strings, shape = deserialize(data)
+        try:
+            x_hat = self.model.decompress(strings, torch.Size(shape))["x_hat"]
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise CodecError(f"{self.name} payload cannot be decoded: {exc}") from None
+        return quantize(x_hat[..., :height, :width])
+
+    def check_params(self, params: dict) -> None:
+        """Refuse a file encoded with other weights than the ones loaded here."""
+        recorded = params.get("weights_sha256")
+        if recorded and self.weights_id and recorded != self.weights_id:
+            raise CodecError(
+                f"this file was encoded by {self.name} with weights sha256 {recorded}..., but the weights "
+                f"loaded here are sha256 {self.weights_id}...: pass --weights the file that encoded it"
+            )
+
+
+ZOO_QUALITIES = {
+    "bmshj2018-factorized": 8,
+    "bmshj2018-hyperprior": 8,
+    "mbt2018-mean": 8,
+    "mbt2018": 8,
+    "cheng2020-anchor": 6,
+    "cheng2020-attn": 6,
+}
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """First 8 hex digits of a SHA-256 over the learned tensors (names, dtypes, shapes, values), so
+    the same weights match whatever file format holds them. The entropy coder's tables are left
+    out: `update(force=True)` rebuilds them from the learned tensors."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        if name.rsplit(".", 1)[-1] in ("_quantized_cdf", "_offset", "_cdf_length"):
+            continue
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:8]
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from .safetensors or a torch file (loaded with weights_only=True, no pickle code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsUnavailable(f"weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable file is a user error here
+        raise WeightsUnavailable(
+            f"cannot read weights {path}: {str(exc).splitlines()[0]}"
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsUnavailable(f"{path} is not a state dict (a mapping of names to tensors)")
+    return state
+
+
+def _download(url: str) -> Path:
+    """Fetch `url` into the torch hub cache, failing fast (short socket timeout) when offline."""
+    target = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        torch.hub.download_url_to_file(url, str(target), hash_prefix=None, progress=True)
+    finally:
+        socket.setdefaulttimeout(previous)
+    return target
+
+
+def zoo_model(name: str, quality: int, weights: str | Path | None = None, metric: str = "mse"):
+    """A CompressAI zoo architecture with real weights, from `weights` or CompressAI's URL."""
+    zoo = import_quietly("compressai.zoo.image")
+    model_architectures, model_urls = zoo.model_architectures, zoo.model_urls
+    load_pretrained = import_quietly("compressai.zoo.pretrained").load_pretrained
+
+    if weights is None:
+        url = model_urls[name][metric][quality]
+        try:
+            path = _download(url)
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise WeightsUnavailable(
+                f"{name} quality {quality} needs pretrained weights from {url} and the download failed "
+                f"({reason}); download that file elsewhere and pass --weights PATH (Python: weights=PATH)"
+            ) from None
+    else:
+        path = Path(weights)
+    state = load_pretrained(load_state_dict(path))
+    try:
+        model = model_architectures[name].from_state_dict(state)
+    except (RuntimeError, KeyError, IndexError) as exc:
+        raise WeightsUnavailable(
+            f"{path} does not hold {name} weights: {str(exc).splitlines()[0]}"
+        ) from None
+    return model, weights_digest(state)
+
+
+def _zoo_factory(name: str):
+    def factory(
+        quality: int, weights: str | Path | None = None, metric: str = "mse"
+    ) -> CompressAICodec:
+        if metric not in ("mse", "ms-ssim"):
+            raise CodecError(f"{name}: metric must be 'mse' or 'ms-ssim', got {metric!r}")
+        model, weights_id = zoo_model(name, quality, weights, metric)
+        codec = CompressAICodec(model, name, quality, weights_id)
+        codec.params["metric"] = metric
+        return codec
+
+    return factory
+
+
+def register() -> None:
+    """Add these codecs to the registry (called by percept.codecs.registry)."""
+    for name, top in ZOO_QUALITIES.items():
+        register_codec(
+            name,
+            _zoo_factory(name),
+            CodecInfo(
+                name,
+                "compressai",
+                1,
+                top,
+                min(3, top),
+                "zoo quality (lambda index); weights download, or --weights PATH",
+                "CompressAI pretrained model; offline pass weights=PATH / --weights PATH",
+            ),
+        )

@@ -1,0 +1,147 @@
+"""JPEG, WebP, AVIF and JPEG 2000 through Pillow. The payload is the codec's real file.
+
+Quality knobs:
+- jpeg 1..100 (libjpeg quality), Huffman tables optimised; webp 1..100 (libwebp quality, method 4,
+  cwebp's default effort); avif 1..100 (libavif quality, speed 6, one thread so bitstreams do not
+  depend on the machine's core count).
+- jpeg2000 1..800: the target rate of the codestream in hundredths of a bit per pixel (OpenJPEG's
+  "rates" mode, compression ratio 24 / (Q / 100)), so Q=25 aims at 0.25 bpp before the percept
+  header. Irreversible 9/7 wavelet (lossy), raw J2K codestream (no JP2 boxes).
+
+Chroma: each codec's default, because that is what these codecs are benchmarked as: 4:2:0 for
+JPEG, AVIF (and always for lossy WebP); JPEG 2000 codes full-resolution chroma after its colour
+transform. JPEG and AVIF take `subsampling="4:4:4"`. The choice is recorded in the file's parameters.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import torch
+from PIL import Image, features
+
+from percept.codecs.registry import CodecInfo, register_codec
+from percept.errors import CodecError
+from percept.images import pil_to_tensor, tensor_to_pil
+
+_SUBSAMPLING_JPEG = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
+
+
+class PillowCodec:
+    """A Pillow image format as a Codec: `save_kwargs` are passed to `Image.save`."""
+
+    def __init__(self, name: str, quality: int, fmt: str, save_kwargs: dict, params: dict):
+        self.name, self.quality, self.format = name, quality, fmt
+        self.save_kwargs = save_kwargs
+        self.params = {"quality": quality, **params}
+
+    def encode(self, x: torch.Tensor) -> bytes:
+        buf = io.BytesIO()
+        tensor_to_pil(x).save(buf, format=self.format, **self.save_kwargs)
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> torch.Tensor:
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                return pil_to_tensor(img.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise CodecError(f"{self.name} payload cannot be decoded: {exc}") from None
+
+
+def _check_subsampling(name: str, subsampling: str, allowed) -> str:
+    if subsampling not in allowed:
+        raise CodecError(
+            f"{name}: subsampling must be one of {', '.join(allowed)}, got {subsampling!r}"
+        )
+    return subsampling
+
+
+def jpeg(quality: int, subsampling: str = "4:2:0") -> PillowCodec:
+    _check_subsampling("jpeg", subsampling, _SUBSAMPLING_JPEG)
+    kwargs = {"quality": quality, "subsampling": _SUBSAMPLING_JPEG[subsampling], "optimize": True}
+    params = {"subsampling": subsampling, "optimize": True, "libjpeg": features.version("jpg")}
+    return PillowCodec("jpeg", quality, "JPEG", kwargs, params)
+
+
+def webp(quality: int, method: int = 4) -> PillowCodec:
+    if not 0 <= method <= 6:
+        raise CodecError(f"webp: method must be 0..6, got {method}")
+    kwargs = {"quality": quality, "method": method}
+    params = {"method": method, "subsampling": "4:2:0", "libwebp": features.version("webp")}
+    return PillowCodec("webp", quality, "WEBP", kwargs, params)
+
+
+def avif(quality: int, subsampling: str = "4:2:0", speed: int = 6) -> PillowCodec:
+    _check_subsampling("avif", subsampling, ("4:2:0", "4:2:2", "4:4:4"))
+    if not 0 <= speed <= 10:
+        raise CodecError(f"avif: speed must be 0..10, got {speed}")
+    kwargs = {"quality": quality, "subsampling": subsampling, "speed": speed, "max_threads": 1}
+    params = {"subsampling": subsampling, "speed": speed, "libavif": features.version("avif")}
+    return PillowCodec("avif", quality, "AVIF", kwargs, params)
+
+
+def jpeg2000(quality: int) -> PillowCodec:
+    ratio = 24.0 / (quality / 100.0)
+    kwargs = {
+        "quality_mode": "rates",
+        "quality_layers": [ratio],
+        "irreversible": True,
+        "no_jp2": True,
+    }
+    params = {
+        "target_bpp": quality / 100.0,
+        "wavelet": "9/7",
+        "openjpeg": features.version("jpg_2000"),
+    }
+    return PillowCodec("jpeg2000", quality, "JPEG2000", kwargs, params)
+
+
+def _info(
+    name: str, feature: str, lo: int, hi: int, default: int, meaning: str, desc: str
+) -> Callable[[], CodecInfo]:
+    def info() -> CodecInfo:
+        ok = bool(features.check(feature))
+        reason = (
+            ""
+            if ok
+            else f"this Pillow was built without {feature} support (install a Pillow wheel with it)"
+        )
+        return CodecInfo(name, "pillow", lo, hi, default, meaning, desc, ok, reason)
+
+    return info
+
+
+def register() -> None:
+    """Add these codecs to the registry (called by percept.codecs.registry)."""
+    register_codec(
+        "jpeg",
+        jpeg,
+        _info("jpeg", "jpg", 1, 100, 75, "libjpeg quality", "JPEG (libjpeg via Pillow), 4:2:0"),
+    )
+    register_codec(
+        "webp",
+        webp,
+        _info("webp", "webp", 1, 100, 75, "libwebp quality", "WebP lossy (libwebp via Pillow)"),
+    )
+    register_codec(
+        "avif",
+        avif,
+        _info(
+            "avif", "avif", 1, 100, 60, "libavif quality", "AVIF (libavif/aom via Pillow), 4:2:0"
+        ),
+    )
+    register_codec(
+        "jpeg2000",
+        jpeg2000,
+        _info(
+            "jpeg2000",
+            "jpg_2000",
+            1,
+            800,
+            50,
+            "target codestream bpp x 100",
+            "JPEG 2000 (OpenJPEG via Pillow), 9/7 wavelet",
+        ),
+    )

@@ -1,0 +1,160 @@
+"""The project's own learned codecs: CompressAI hyperprior architectures trained by `percept train codec`.
+
+A trained codec is one self-describing safetensors file: the state dict *after*
+`model.update(force=True)` (so the entropy coder's quantized CDF tables travel with the weights and a
+reloaded model decodes bit-exactly what the trainer's model encodes) and, in the file's metadata under
+`percept-codec`, the JSON config that says how to rebuild the network (architecture, N, M, quality,
+lambda) and how it was trained. The project zoo (`percept.zoo`) records such files with their sha256;
+this module turns a file into a `CompressionModel` and registers the trained family in the codec
+registry as `percept-hyperprior` (qualities 1..4, lambdas of CompressAI's MSE zoo qualities 1..4).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from compressai.models import CompressionModel, MeanScaleHyperprior, ScaleHyperprior
+
+from percept.errors import CodecError, WeightsUnavailable
+
+# Architecture names used in configs -> CompressAI classes (Balle et al. 2018 scale hyperprior;
+# Minnen et al. 2018 mean-scale hyperprior without the autoregressive context model).
+ARCHITECTURES: dict[str, type[CompressionModel]] = {
+    "mean-scale-hyperprior": MeanScaleHyperprior,
+    "scale-hyperprior": ScaleHyperprior,
+}
+
+METADATA_KEY = "percept-codec"
+
+# Registry name -> quality -> zoo entry name. The zoo entry names equal the training config names
+# (src/percept/configs/codec-hyperprior-q{k}.json), so `percept train codec --config NAME` and the zoo
+# entry that holds its result share one name.
+PROJECT_CODECS: dict[str, dict[int, str]] = {
+    "percept-hyperprior": {q: f"codec-hyperprior-q{q}" for q in (1, 2, 3, 4)},
+}
+
+
+def build_model(architecture: str, N: int, M: int) -> CompressionModel:
+    """A fresh, untrained network of the named architecture."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"unknown codec architecture {architecture!r}: choose from {', '.join(ARCHITECTURES)}"
+        )
+    return ARCHITECTURES[architecture](N=N, M=M)
+
+
+def save_trained_codec(model: CompressionModel, config: dict, path: str | os.PathLike) -> Path:
+    """Write the state dict and config to one safetensors file (atomically).
+
+    The caller must have run `model.update(force=True)` so that the CDF tables are current; the
+    tables are buffers, so they are part of the state dict.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if not any(k.endswith("_quantized_cdf") and v.numel() > 0 for k, v in state.items()):
+        raise ValueError("the model has no CDF tables: call model.update(force=True) before saving")
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps(config, sort_keys=True)})
+    os.chmod(
+        tmp, 0o644
+    )  # safetensors creates the file private; a weights file is meant to be shared
+    os.replace(tmp, path)
+    return path
+
+
+def read_codec_config(path: str | os.PathLike) -> dict:
+    """The config JSON stored in a trained codec file's metadata."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    if METADATA_KEY not in meta:
+        raise WeightsUnavailable(
+            f"{path} is not a percept codec file (no {METADATA_KEY!r} metadata)"
+        )
+    return json.loads(meta[METADATA_KEY])
+
+
+def load_trained_codec(
+    path: str | os.PathLike, device: str = "cpu"
+) -> tuple[CompressionModel, dict]:
+    """Rebuild the network from a trained codec file; returns (model in eval mode, config)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsUnavailable(
+            f"codec weights {path} not found: train them with `percept train codec`"
+        )
+    config = read_codec_config(path)
+    model = build_model(config["architecture"], config["N"], config["M"])
+    # CompressionModel.load_state_dict resizes the (initially empty) CDF buffers to the stored tables.
+    model.load_state_dict(load_file(str(path)))
+    return model.to(device).eval(), config
+
+
+def project_codec_path(name: str, quality: int) -> Path:
+    """The weights file of a registered project codec, resolved through the project zoo."""
+    if name not in PROJECT_CODECS:
+        raise CodecError(f"unknown project codec {name!r}: choose from {', '.join(PROJECT_CODECS)}")
+    entries = PROJECT_CODECS[name]
+    if quality not in entries:
+        raise CodecError(f"{name} has qualities {min(entries)}..{max(entries)}, not {quality}")
+    try:
+        from percept import zoo
+    except ImportError:
+        raise WeightsUnavailable(
+            f"{name} q{quality} needs the project zoo (percept.zoo), which this install lacks"
+        ) from None
+    return Path(zoo.weights_path(entries[quality]))
+
+
+def load_project_model(name: str, quality: int, device: str = "cpu") -> CompressionModel:
+    """The trained network behind `name` at `quality`, from the project zoo."""
+    model, _ = load_trained_codec(project_codec_path(name, quality), device=device)
+    return model
+
+
+def _factory(name: str):
+    def make(quality: int):
+        from percept.codecs import CompressAICodec
+
+        return CompressAICodec(load_project_model(name, quality), name, quality)
+
+    return make
+
+
+def register_project_codecs() -> None:
+    """Add the project's trained codecs to the codec registry (called by percept.codecs on import)."""
+    from percept.codecs import register_codec
+
+    for name, entries in PROJECT_CODECS.items():
+        info = {
+            "kind": "learned (project-trained CompressAI mean-scale hyperprior, MSE)",
+            "qualities": sorted(entries),
+            "weights": "project zoo: " + ", ".join(entries.values()),
+        }
+        register_codec(name, _factory(name), info)
+
+
+@torch.no_grad()
+def roundtrip_is_exact(
+    encoder: CompressionModel, decoder: CompressionModel, x: torch.Tensor
+) -> bool:
+    """True when `decoder` reproduces exactly what `encoder` decodes from its own bitstream.
+
+    Both the strings and the reconstructions must match: the entropy decoder depends on the hyper
+    decoder's scales (and means) through the CDF table indexes, so any drift shows up here.
+    """
+    a = encoder.compress(x)
+    b = decoder.compress(x)
+    if a["strings"] != b["strings"]:
+        return False
+    ref = encoder.decompress(a["strings"], a["shape"])["x_hat"]
+    out = decoder.decompress(a["strings"], a["shape"])["x_hat"]
+    return bool(torch.equal(ref, out))

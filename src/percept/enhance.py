@@ -1,0 +1,216 @@
+"""The training-free enhancer (paper section 3.1, eq. 9-11): add noise to the decode, then denoise.
+
+    x_sigma = x_hat + sigma * eps            (eq. 9-10, in the prior's [-1, 1] units)
+    y       = solver(x_sigma, sigma -> 0)    (eq. 11: an SDE or PF-ODE solver, or a consistency step)
+
+Adding noise brings the decoded and real distributions closer (both are convolved with the same
+Gaussian); an SDE solver then contracts the divergence further and an ODE solver preserves it
+(Theorem 3.1). sigma traverses the perception-distortion trade-off (section 3.3): sigma = 0 is the
+decode itself, and the recommended sigma doubles the MSE (see `percept.calibrate`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from percept.errors import PerceptError
+from percept.presets import PRESETS, Preset, check_preset, get_preset
+from percept.samplers import per_image_generators, randn_like
+from percept.schedules import karras_sigmas
+
+PAD_MULTIPLE = 32  # fully convolutional priors see a size their down/up-sampling can round-trip
+
+
+def _round_ste(x: Tensor) -> Tensor:
+    """Rounding forward, identity backward (straight-through estimator)."""
+    return x + (torch.round(x) - x).detach()
+
+
+class CompressAIOperator(nn.Module):
+    """The differentiable codec operator A(x) = g_s(round_ste(g_a(x))) of a CompressAI model.
+
+    x in [0, 1], [B,3,H,W]; padded by edge replication to the model's downsampling factor (as
+    `CompressAICodec` does) and cropped back. Rounding the latent without the entropy model's means
+    is exact for scale-only hyperpriors (bmshj2018) and an approximation for mean-scale models.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        if not (hasattr(model, "g_a") and hasattr(model, "g_s")):
+            raise PerceptError(
+                f"{type(model).__name__} has no g_a/g_s transforms: not a CompressAI model"
+            )
+        self.model = model.eval().requires_grad_(False)
+        self.multiple = int(getattr(model, "downsampling_factor", 64))
+
+    def forward(self, x: Tensor) -> Tensor:
+        from percept.tiling import pad_to_multiple
+
+        padded, (h, w) = pad_to_multiple(x, self.multiple)
+        return self.model.g_s(_round_ste(self.model.g_a(padded)))[..., :h, :w].clamp(0, 1)
+
+
+def operator_for_codec(codec) -> CompressAIOperator | None:
+    """A differentiable operator for a codec that has one (CompressAI models), else None."""
+    model = getattr(codec, "model", None)
+    return CompressAIOperator(model) if model is not None and hasattr(model, "g_a") else None
+
+
+def resolve_preset(
+    preset: str | Preset | None, sampler: str | None, steps: int | None, zeta: float | None
+) -> Preset:
+    """A named preset, or an explicit sampler (then `preset` is ignored) with `steps`."""
+    if sampler is not None:
+        from percept.samplers import get_sampler
+
+        get_sampler(sampler)
+        like = next((p for p in PRESETS.values() if p.sampler == sampler), PRESETS["medium"])
+        return Preset(
+            f"{sampler}-{steps or like.steps}",
+            sampler,
+            steps or like.steps,
+            zeta=like.zeta if zeta is None else zeta,
+            needs_differentiable_codec=sampler == "dps",
+        )
+    p = preset if isinstance(preset, Preset) else get_preset(preset or "medium")
+    p = p.with_steps(steps)
+    return p if zeta is None else replace(p, zeta=zeta)
+
+
+def enhance(
+    x_hat: Tensor,
+    denoiser,
+    sigma: float | str,
+    preset: str | Preset | None = "medium",
+    *,
+    sampler: str | None = None,
+    steps: int | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+    operator=None,
+    zeta: float | None = None,
+    codec=None,
+    quality: int | None = None,
+    prior_name: str | None = None,
+    callback=None,
+    progress: bool = False,
+) -> Tensor:
+    """Enhance decoded images x_hat [B,C,H,W] in [0,1]; returns float [B,C,H,W] in [0,1].
+
+    sigma: noise level in the denoiser's [-1,1] units, or "auto" (calibration table lookup by
+    codec (a name or a codec object), quality, prior_name and the preset's name). preset: a name of
+    `PRESETS`; or give `sampler` (consistency, dpmpp_2m, euler, euler_maruyama, dps) and `steps`.
+    DPS (preset "slow") needs `operator` (a differentiable A on [0,1] images) or a `codec` with a
+    CompressAI model; its measurement is x_hat. generator: see `percept.samplers` (per-image noise).
+    """
+    p = resolve_preset(preset, sampler, steps, zeta)
+    if isinstance(sigma, str):
+        if sigma != "auto":
+            raise PerceptError(f"sigma must be a number or 'auto', got {sigma!r}")
+        sigma = _auto_sigma(codec, quality, prior_name, p.name)
+    sigma = float(sigma)
+    if sigma < 0:
+        raise PerceptError(f"sigma must be >= 0, got {sigma}")
+    if p.sampler == "dps" and operator is None and codec is not None and not isinstance(codec, str):
+        operator = operator_for_codec(codec)
+    check_preset(p, denoiser, has_operator=operator is not None)
+    if x_hat.ndim != 4:
+        raise PerceptError(f"x_hat must be [B,C,H,W], got shape {tuple(x_hat.shape)}")
+    if sigma == 0:
+        return x_hat.float().clamp(0, 1)
+
+    from percept.samplers import get_sampler
+
+    x = x_hat.float() * 2 - 1
+    gens = per_image_generators(generator, x.shape[0])
+    x_sigma = x + sigma * randn_like(x, gens)  # eq. 9-10
+    sigmas = karras_sigmas(p.steps, sigma, p.sigma_min, p.rho).to(x.device)
+    kwargs = {}
+    if p.sampler == "dps":
+        kwargs = {
+            "measurement": x_hat.float(),
+            "operator": lambda d: operator((d + 1) / 2),
+            "zeta": p.zeta,
+        }
+    y = get_sampler(p.sampler)(
+        denoiser, x_sigma, sigmas, generator=gens, callback=callback, progress=progress, **kwargs
+    )
+    return ((y.detach() + 1) / 2).clamp(0, 1).float()
+
+
+def _auto_sigma(codec, quality: int | None, prior_name: str | None, preset: str) -> float:
+    from percept.calibrate import lookup_sigma
+
+    if codec is None or prior_name is None:
+        raise PerceptError(
+            "sigma='auto' needs codec=, quality= and prior_name= to look up the calibration"
+        )
+    name = codec if isinstance(codec, str) else codec.name
+    if quality is None and not isinstance(codec, str):
+        quality = getattr(codec, "quality", None)
+    return lookup_sigma(name, quality, prior_name, preset)
+
+
+def load_prior(name_or_path: str):
+    """A Denoiser: diffusers (`hf:ID` or a local diffusers folder) or the percept zoo (name, file, run)."""
+    path = Path(name_or_path)
+    is_diffusers_dir = path.is_dir() and any(
+        (path / f).exists() for f in ("model_index.json", "scheduler", "scheduler_config.json")
+    )
+    if name_or_path.startswith("hf:") or is_diffusers_dir:
+        from percept.denoisers import from_pretrained
+
+        return from_pretrained(name_or_path.removeprefix("hf:"))
+    try:
+        from percept.zoo import load_denoiser
+    except ImportError as exc:
+        raise PerceptError(
+            f"the model zoo is not available in this build ({exc}); pass a diffusers folder"
+        ) from None
+    return load_denoiser(name_or_path)
+
+
+def enhance_decoded(x_hat: Tensor, record, args) -> Tensor:
+    """The CLI's `percept decode ... --enhance PRESET --prior P --sigma auto|VALUE --seed N [--steps N]`."""
+    from percept.tiling import TiledDenoiser, pad_to_multiple
+
+    if not getattr(args, "prior", None):
+        raise PerceptError(
+            "--enhance needs --prior NAME_OR_PATH (a zoo name, weights file or diffusers folder)"
+        )
+    preset = get_preset(args.enhance)
+    denoiser = load_prior(args.prior)
+    size = getattr(denoiser, "sample_size", None)
+    if size:  # a fixed-size model: tile with 1/8 overlap
+        denoiser = TiledDenoiser(denoiser, int(size), int(size) // 8)
+    operator = None
+    if preset.needs_differentiable_codec:
+        from percept.codecs import get_codec
+
+        options = {"weights": args.weights} if getattr(args, "weights", None) else {}
+        operator = operator_for_codec(get_codec(record.codec, record.quality, **options))
+    sigma = args.sigma
+    if sigma != "auto":
+        try:
+            sigma = float(sigma)
+        except ValueError:
+            raise PerceptError(f"--sigma must be 'auto' or a number, got {sigma!r}") from None
+    h, w = x_hat.shape[-2:]
+    x_in = x_hat if size else pad_to_multiple(x_hat, PAD_MULTIPLE)[0]
+    y = enhance(
+        x_in,
+        denoiser,
+        sigma,
+        preset,
+        steps=args.steps,
+        operator=operator,
+        codec=record.codec,
+        quality=record.quality,
+        prior_name=args.prior,
+        generator=torch.Generator().manual_seed(int(args.seed)),
+        progress=True,
+    )
+    return y[..., :h, :w]

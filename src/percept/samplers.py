@@ -1,0 +1,238 @@
+"""Samplers over an explicit, descending sigma schedule that ends in 0 (k-diffusion `sampling.py` style).
+
+Every sampler is `sample_xxx(denoiser, x, sigmas, *, generator=None, callback=None, progress=False)`
+with `x` already at noise level sigmas[0] (for the enhancer: x_hat + sigma * eps, paper eq. 9) and
+`denoiser(x, sigma) -> x0 estimate` in the EDM convention x = x0 + sigma * eps.
+
+Randomness. `generator` is None (torch's global RNG), one `torch.Generator`, or a sequence of one
+generator per image. A single generator is first split into per-image generators: image i gets
+a seed that is the i-th draw from it (`per_image_generators`), and all of image i's noise comes from
+its own generator. So with the same seed, image i's result does not depend on how many images
+follow it in the batch, and a list of generators reproduces EDM's per-image seeds exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
+Callback = Callable[[dict], None] | None
+
+
+def per_image_generators(generator: Generators, batch: int) -> list[torch.Generator] | None:
+    """One CPU generator per image (see the module docstring); a list is checked and passed through."""
+    if generator is None:
+        return None
+    if isinstance(generator, torch.Generator):
+        seeds = torch.randint(0, 2**62, (batch,), generator=generator, device=generator.device)
+        return [torch.Generator().manual_seed(int(s)) for s in seeds]
+    gens = list(generator)
+    if len(gens) != batch:
+        raise ValueError(f"got {len(gens)} generators for a batch of {batch} images")
+    return gens
+
+
+def randn_like(x: Tensor, generators: list[torch.Generator] | None) -> Tensor:
+    """Standard normal noise shaped like x, drawn image by image from each image's generator."""
+    if generators is None:
+        return torch.randn_like(x)
+    noise = [
+        torch.randn(x.shape[1:], generator=g, device=g.device, dtype=torch.float32)
+        for g in generators
+    ]
+    return torch.stack(noise).to(device=x.device, dtype=x.dtype)
+
+
+def to_d(x: Tensor, sigma: Tensor, denoised: Tensor) -> Tensor:
+    """The PF-ODE derivative dx/dsigma = (x - D(x, sigma)) / sigma (EDM eq. 3 with sigma(t) = t)."""
+    return (x - denoised) / sigma
+
+
+def _sigma_batch(sigma: Tensor, x: Tensor) -> Tensor:
+    return x.new_full((x.shape[0],), float(sigma))
+
+
+def _steps(sigmas: Tensor, progress: bool, desc: str):
+    if sigmas.ndim != 1 or len(sigmas) < 2 or float(sigmas[-1]) != 0.0:
+        raise ValueError("sigmas must be a 1-D descending schedule that ends in 0")
+    if bool((sigmas[1:] > sigmas[:-1]).any()):
+        raise ValueError("sigmas must be descending")
+    return tqdm(range(len(sigmas) - 1), desc=desc, disable=not progress, leave=False)
+
+
+def _report(callback: Callback, i: int, x: Tensor, sigma: Tensor, denoised: Tensor) -> None:
+    if callback is not None:
+        callback({"i": i, "x": x, "sigma": float(sigma), "denoised": denoised})
+
+
+@torch.no_grad()
+def sample_euler(
+    denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    generator: Generators = None,
+    callback: Callback = None,
+    progress: bool = False,
+) -> Tensor:
+    """Euler's method on the PF-ODE (paper eq. 7; deterministic, `generator` unused). First order."""
+    for i in _steps(sigmas, progress, "euler"):
+        denoised = denoiser(x, _sigma_batch(sigmas[i], x))
+        _report(callback, i, x, sigmas[i], denoised)
+        x = x + to_d(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i]).to(x.dtype)
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(
+    denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    generator: Generators = None,
+    callback: Callback = None,
+    progress: bool = False,
+) -> Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): a second-order multistep PF-ODE solver.
+
+    In t = -log(sigma), the data-prediction ODE is solved exactly for a linear-in-t interpolation
+    of D: x' = (sigma'/sigma) x - expm1(-h) D_hat with D_hat = (1 + 1/(2r)) D_i - 1/(2r) D_{i-1},
+    r = h_{i-1} / h_i. The first step is first order (DDIM); the step to sigma = 0 returns D.
+    """
+    old_denoised, h_last = None, None
+    for i in _steps(sigmas, progress, "dpm++2m"):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        denoised = denoiser(x, _sigma_batch(s, x))
+        _report(callback, i, x, s, denoised)
+        if s_next == 0:
+            x = denoised
+            break
+        h = torch.log(s / s_next)
+        if old_denoised is None:
+            d_hat = denoised
+        else:
+            r = h_last / h
+            d_hat = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
+        x = (s_next / s).to(x.dtype) * x - torch.expm1(-h).to(x.dtype) * d_hat
+        old_denoised, h_last = denoised, h
+    return x
+
+
+@torch.no_grad()
+def sample_euler_maruyama(
+    denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    generator: Generators = None,
+    callback: Callback = None,
+    progress: bool = False,
+) -> Tensor:
+    """Euler-Maruyama on the reverse-time VE SDE (paper eq. 5, Song et al. 2021's reverse diffusion).
+
+    x' = x + (sigma^2 - sigma'^2) * score + sqrt(sigma^2 - sigma'^2) * z, with the score
+    (D(x, sigma) - x) / sigma^2 (Tweedie, eq. 8). The step to sigma' = 0 returns D(x, sigma) without
+    noise: the last step is the posterior mean at the smallest noise level, not a noisy sample.
+    """
+    gens = per_image_generators(generator, x.shape[0])
+    for i in _steps(sigmas, progress, "euler-maruyama"):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        denoised = denoiser(x, _sigma_batch(s, x))
+        _report(callback, i, x, s, denoised)
+        x = _sde_step(x, s, s_next, denoised, gens)
+    return x
+
+
+def _sde_step(x: Tensor, s: Tensor, s_next: Tensor, denoised: Tensor, gens) -> Tensor:
+    if s_next == 0:
+        return denoised
+    dvar = (s**2 - s_next**2).to(x.dtype)
+    return x + dvar / s.to(x.dtype) ** 2 * (denoised - x) + dvar.sqrt() * randn_like(x, gens)
+
+
+@torch.no_grad()
+def sample_consistency(
+    denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    generator: Generators = None,
+    callback: Callback = None,
+    progress: bool = False,
+) -> Tensor:
+    """Consistency-model sampling (Song et al. 2023, Algorithm 1), started at sigmas[0].
+
+    One step is x0 = f(x, sigmas[0]) (paper eq. 15). Each further nonzero sigma re-noises,
+    x = x0 + sqrt(sigma^2 - sigma_min^2) z (sigma_min from the denoiser, 0 if it has none), and
+    applies f again. With a schedule [sigma, 0] this is exactly one network evaluation.
+    """
+    gens = per_image_generators(generator, x.shape[0])
+    sigma_min = float(getattr(denoiser, "sigma_min", 0.0))
+    denoised = x
+    for i in _steps(sigmas, progress, "consistency"):
+        s = sigmas[i]
+        if i > 0:
+            x = denoised + (s**2 - min(sigma_min, float(s)) ** 2).sqrt().to(x.dtype) * randn_like(
+                x, gens
+            )
+        denoised = denoiser(x, _sigma_batch(s, x))
+        _report(callback, i, x, s, denoised)
+        if sigmas[i + 1] == 0:
+            break
+    return denoised
+
+
+def sample_dps(
+    denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    measurement: Tensor,
+    operator: Callable[[Tensor], Tensor],
+    zeta: float = 1.0,
+    generator: Generators = None,
+    callback: Callback = None,
+    progress: bool = False,
+) -> Tensor:
+    """Diffusion posterior sampling (Chung et al. 2022, Algorithm 1) on the VE SDE (paper eq. 16-17).
+
+    Each step is the Euler-Maruyama step of `sample_euler_maruyama` followed by the DPS correction
+    x' <- x' - zeta * grad_x ||y - A(D(x, sigma))||_2, where y = `measurement` and A = `operator`
+    (differentiable; it maps the denoiser's [-1,1] estimate into y's space). The norm is taken per
+    image, as in the reference code, so each image's gradient is independent of the batch.
+    Costs one network evaluation plus one backward pass per step.
+    """
+    gens = per_image_generators(generator, x.shape[0])
+    for i in _steps(sigmas, progress, "dps"):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        with torch.enable_grad():
+            x_in = x.detach().requires_grad_(True)
+            denoised = denoiser(x_in, _sigma_batch(s, x_in))
+            residual = (measurement - operator(denoised)).flatten(1).norm(dim=1)
+            grad = torch.autograd.grad(residual.sum(), x_in)[0]
+        denoised = denoised.detach()
+        _report(callback, i, x, s, denoised)
+        with torch.no_grad():
+            x = _sde_step(x, s, s_next, denoised, gens) - zeta * grad
+    return x
+
+
+SAMPLERS: dict[str, Callable[..., Tensor]] = {
+    "consistency": sample_consistency,
+    "dpmpp_2m": sample_dpmpp_2m,
+    "euler": sample_euler,
+    "euler_maruyama": sample_euler_maruyama,
+    "dps": sample_dps,
+}
+
+
+def get_sampler(name: str) -> Callable[..., Tensor]:
+    """A sampler by name: consistency, dpmpp_2m (ODE), euler (ODE), euler_maruyama (SDE), dps."""
+    try:
+        return SAMPLERS[name]
+    except KeyError:
+        raise ValueError(f"unknown sampler {name!r}: choose from {', '.join(SAMPLERS)}") from None

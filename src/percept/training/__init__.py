@@ -1,0 +1,2 @@
+"""Training of the project's models: the EDM prior (`prior`), its consistency distillation
+(`distill`) and the learned codec (`codec`), behind `percept train KIND` (`cli`)."""

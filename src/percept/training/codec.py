@@ -1,0 +1,421 @@
+"""Train the project's learned codec: `percept train codec --config codec-hyperprior-q3 --out runs/q3`.
+
+A CompressAI mean-scale hyperprior is trained for MSE at one rate per run. The objective is the
+rate-distortion Lagrangian in CompressAI's convention, L = lambda * 255^2 * MSE + bpp, where bpp is
+the negative log2-likelihood of the noisy latents y and z per pixel (Balle et al. 2018, eq. 2 with
+additive uniform noise standing in for rounding). The entropy bottleneck's quantiles are fitted by a
+separate "aux" loss with its own optimizer, as CompressAI's examples/train.py does.
+
+Data: random crops (with horizontal flips) of the imagenet-sample TRAIN split, decoded once into
+memory as uint8; held-out PSNR and bpp are measured on center crops of the VAL split with real
+bitstreams (`model.update()` then `compress`), never on Kodak. The run directory holds
+`checkpoint.pt` (weights_only-safe; model, both optimizers, step, RNG states), `log.jsonl` and, when
+the schedule ends (or with --export), `<config name>.safetensors`, checked to decode bit-exactly
+after reloading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from percept.codecs.project import (
+    build_model,
+    load_trained_codec,
+    roundtrip_is_exact,
+    save_trained_codec,
+)
+from percept.errors import PerceptError
+
+
+@dataclass(frozen=True)
+class CodecTrainConfig:
+    """One training run at one rate (see src/percept/configs/codec-*.json)."""
+
+    name: str
+    architecture: str
+    N: int
+    M: int
+    quality: int
+    lmbda: float
+    crop: int = 128
+    batch_size: int = 8
+    steps: int = 50000  # length of the schedule; a session may stop earlier and resume
+    lr: float = 1e-4
+    warmup_steps: int = 0
+    lr_decay_at: float = 0.85  # fraction of `steps` after which lr is multiplied by lr_decay_factor
+    lr_decay_factor: float = 0.1
+    aux_lr: float = 1e-3
+    clip_max_norm: float = 1.0
+    seed: int = 0
+    train_images: int | None = None  # first K files of the train split (None: all of them)
+    val_images: int = 24
+    val_crop: int = 256
+    log_every: int = 10
+    val_every: int = 1000
+    checkpoint_every: int = 250
+    description: str = ""
+
+
+def packaged_configs() -> list[str]:
+    """Names of the codec training configs shipped with the package."""
+    folder = resources.files("percept") / "configs"
+    return sorted(
+        p.name[:-5]
+        for p in folder.iterdir()
+        if p.name.startswith("codec-") and p.name.endswith(".json")
+    )
+
+
+def load_config(
+    spec: CodecTrainConfig | dict | str | os.PathLike, overrides: dict | None = None
+) -> CodecTrainConfig:
+    """A config from a packaged name, a JSON path, a dict or a config, with optional overrides."""
+    if isinstance(spec, CodecTrainConfig):
+        data = dataclasses.asdict(spec)
+    elif isinstance(spec, dict):
+        data = dict(spec)
+    elif Path(spec).is_file():
+        data = json.loads(Path(spec).read_text())
+    elif str(spec) in packaged_configs():
+        data = json.loads((resources.files("percept") / "configs" / f"{spec}.json").read_text())
+    else:
+        raise PerceptError(
+            f"no codec config {spec!r}: give a JSON file or one of {', '.join(packaged_configs())}"
+        )
+    data.update(overrides or {})
+    known = {f.name for f in dataclasses.fields(CodecTrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise PerceptError(f"unknown codec config keys {unknown}: valid keys are {sorted(known)}")
+    cfg = CodecTrainConfig(**data)
+    if cfg.crop % 64 or cfg.val_crop % 64:
+        # g_a downsamples by 16 and h_a by 4 more: other sizes misalign y with h_s's output.
+        raise PerceptError(
+            f"crop ({cfg.crop}) and val_crop ({cfg.val_crop}) must be multiples of 64"
+        )
+    return cfg
+
+
+def load_images(paths: list[Path], min_side: int, desc: str) -> list[torch.Tensor]:
+    """Decode files once into uint8 [3,H,W] tensors, skipping those smaller than `min_side`."""
+    from PIL import Image
+
+    images = []
+    for p in tqdm(paths, desc=desc, leave=False):
+        with Image.open(p) as img:
+            arr = torch.frombuffer(bytearray(img.convert("RGB").tobytes()), dtype=torch.uint8)
+            w, h = img.size
+        if min(h, w) >= min_side:
+            images.append(arr.view(h, w, 3).permute(2, 0, 1).contiguous())
+    if not images:
+        raise PerceptError(f"no images of at least {min_side}px for {desc}: check PERCEPT_DATA")
+    return images
+
+
+def random_crops(
+    images: list[torch.Tensor], crop: int, batch: int, generator: torch.Generator
+) -> torch.Tensor:
+    """A batch of random crops with random horizontal flips, float in [0,1]."""
+    out = torch.empty(batch, 3, crop, crop)
+    picks = torch.randint(len(images), (batch,), generator=generator).tolist()
+    for i, k in enumerate(picks):
+        img = images[k]
+        top = int(torch.randint(img.shape[1] - crop + 1, (1,), generator=generator))
+        left = int(torch.randint(img.shape[2] - crop + 1, (1,), generator=generator))
+        patch = img[:, top : top + crop, left : left + crop]
+        if bool(torch.rand(1, generator=generator) < 0.5):
+            patch = patch.flip(-1)
+        out[i] = patch.float() / 255.0
+    return out
+
+
+def center_crops(images: list[torch.Tensor], size: int) -> torch.Tensor:
+    """Center crops of a fixed size, float in [0,1]: the held-out set."""
+    crops = []
+    for img in images:
+        top, left = (img.shape[1] - size) // 2, (img.shape[2] - size) // 2
+        crops.append(img[:, top : top + size, left : left + size].float() / 255.0)
+    return torch.stack(crops)
+
+
+def lr_at(cfg: CodecTrainConfig, step: int) -> float:
+    """Linear warm-up, then constant, then one step decay near the end of the schedule."""
+    lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+    return lr * cfg.lr_decay_factor if step >= cfg.lr_decay_at * cfg.steps else lr
+
+
+def rd_loss(out: dict, x: torch.Tensor, lmbda: float) -> dict[str, torch.Tensor]:
+    """lambda * 255^2 * MSE + bpp, with bpp = sum of -log2 likelihoods per pixel of the batch."""
+    num_pixels = x.shape[0] * x.shape[2] * x.shape[3]
+    bpp = sum(torch.log(lik).sum() for lik in out["likelihoods"].values()) / (
+        -math.log(2) * num_pixels
+    )
+    mse = torch.mean((out["x_hat"] - x) ** 2)
+    return {"loss": lmbda * 255**2 * mse + bpp, "mse": mse, "bpp": bpp}
+
+
+@torch.no_grad()
+def heldout_rd(model: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:
+    """Mean PSNR (8-bit rounded reconstructions) and bpp from real compress() bytes per image."""
+    was_training = model.training
+    model.update(force=True)
+    model.eval()
+    device = next(model.parameters()).device
+    psnrs, bpps = [], []
+    for x in images:
+        x = x[None].to(device)
+        enc = model.compress(x)
+        nbytes = sum(len(s) for group in enc["strings"] for s in group)
+        x_hat = model.decompress(enc["strings"], enc["shape"])["x_hat"].mul(255).round().div(255)
+        psnrs.append(-10 * math.log10(max(torch.mean((x_hat - x) ** 2).item(), 1e-12)))
+        bpps.append(8 * nbytes / (x.shape[2] * x.shape[3]))
+    model.train(was_training)
+    return {"psnr": sum(psnrs) / len(psnrs), "bpp": sum(bpps) / len(bpps)}
+
+
+def export_codec(model: torch.nn.Module, config: dict, path: Path, probe: torch.Tensor) -> Path:
+    """Write the codec file and check that the reloaded model decodes bit-exactly on `probe`."""
+    model.update(force=True)
+    model.eval()
+    save_trained_codec(model, config, path)
+    reloaded, _ = load_trained_codec(path)
+    probe = probe[None] if probe.dim() == 3 else probe
+    if not roundtrip_is_exact(model.cpu(), reloaded, probe.cpu()):
+        raise PerceptError(f"exported codec {path} does not decode bit-exactly after reloading")
+    return path
+
+
+def _data_fingerprint(paths: list[Path]) -> str:
+    return hashlib.sha256(
+        "\n".join(f"{p.name}:{p.stat().st_size}" for p in paths).encode()
+    ).hexdigest()[:16]
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _truncate_log(log_path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from, so the log has no duplicates."""
+    if log_path.is_file():
+        lines = [
+            ln for ln in log_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step
+        ]
+        log_path.write_text("".join(ln + "\n" for ln in lines))
+
+
+def train_codec(
+    config: CodecTrainConfig | dict | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    max_minutes: float | None = None,
+    max_steps: int | None = None,
+    threads: int | None = None,
+    device: str = "cpu",
+    export: bool = False,
+) -> dict:
+    """Train (or continue) one codec run; returns a summary dict.
+
+    `max_steps` stops this session at that global step (the lr schedule still spans `config.steps`);
+    `max_minutes` stops after that wall time; SIGTERM stops after the current step. Every stop
+    writes a checkpoint, so `resume=True` continues exactly where it stopped. The codec file is
+    exported when the schedule completes, or at any stop when `export=True`.
+    """
+    from percept.data import imagenet_sample_paths
+    from percept.provenance import environment
+
+    cfg = load_config(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path = out / "checkpoint.pt", out / "log.jsonl"
+    if ckpt_path.exists() and not resume:
+        raise PerceptError(
+            f"{out} already holds a run: pass --resume to continue it, or choose a new --out"
+        )
+    if threads:
+        torch.set_num_threads(threads)
+
+    train_paths = imagenet_sample_paths("train")[: cfg.train_images]
+    val_paths = imagenet_sample_paths("val")[: cfg.val_images]
+    if not train_paths or not val_paths:
+        raise PerceptError(
+            "imagenet-sample not found: set PERCEPT_DATA to a folder with imagenet-sample/"
+        )
+    train_images = load_images(train_paths, cfg.crop, "decoding train split")
+    val_set = center_crops(load_images(val_paths, cfg.val_crop, "decoding val split"), cfg.val_crop)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.architecture, cfg.N, cfg.M).to(device).train()
+    net_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    opt = torch.optim.Adam(net_params, lr=cfg.lr)
+    aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    fingerprint, step, last_val = _data_fingerprint(train_paths), 0, None
+
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if state["config"] != dataclasses.asdict(cfg):
+            diff = sorted(
+                k for k, v in dataclasses.asdict(cfg).items() if state["config"].get(k) != v
+            )
+            raise PerceptError(
+                f"--resume with a different config (keys {diff}): use the run's own config"
+            )
+        if state["data"] != fingerprint:
+            raise PerceptError("--resume with different training images than the run started with")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        aux_opt.load_state_dict(state["aux_opt"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.startswith("cuda") and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        step, last_val = state["step"], state["last_val"] or None
+        _truncate_log(log_path, step)
+    else:
+        # The run's own config, so that `--config RUN/config.json --resume` continues it exactly.
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+
+    def checkpoint() -> None:
+        state = {
+            "config": dataclasses.asdict(cfg), "data": fingerprint, "step": step, "last_val": last_val or {},
+            "model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
+            "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+        }  # fmt: skip
+        if device.startswith("cuda"):
+            state["cuda_rng"] = torch.cuda.get_rng_state()
+        _save_checkpoint(ckpt_path, state)
+
+    stop_at = min(cfg.steps, max_steps) if max_steps is not None else cfg.steps
+    deadline = time.monotonic() + 60 * max_minutes if max_minutes is not None else math.inf
+    stop = threading.Event()
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if in_main else None
+    t0 = time.monotonic()
+    start_step = step
+    try:
+        with log_path.open("a") as log, tqdm(total=stop_at, initial=step, desc=cfg.name) as bar:
+            while step < stop_at and not stop.is_set() and time.monotonic() < deadline:
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(cfg, step)
+                x = random_crops(train_images, cfg.crop, cfg.batch_size, gen).to(device)
+                opt.zero_grad(set_to_none=True)
+                aux_opt.zero_grad(set_to_none=True)
+                losses = rd_loss(model(x), x, cfg.lmbda)
+                losses["loss"].backward()
+                torch.nn.utils.clip_grad_norm_(net_params, cfg.clip_max_norm)
+                opt.step()
+                aux = model.aux_loss()
+                aux.backward()
+                aux_opt.step()
+                step += 1
+                bar.update(1)
+                if step % cfg.log_every == 0 or step == stop_at:
+                    row = {k: round(v.item(), 6) for k, v in losses.items()}
+                    row.update(step=step, aux=round(aux.item(), 4), lr=lr_at(cfg, step - 1))
+                    row["elapsed_s"] = round(time.monotonic() - t0, 2)
+                    log.write(json.dumps(row) + "\n")
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", bpp=f"{row['bpp']:.3f}")
+                if step % cfg.val_every == 0 or step == cfg.steps:
+                    last_val = {"step": step, **heldout_rd(model, val_set)}
+                    log.write(json.dumps({"kind": "val", **last_val}) + "\n")
+                    tqdm.write(
+                        f"{cfg.name} step {step}: held-out PSNR {last_val['psnr']:.2f} dB, {last_val['bpp']:.4f} bpp"
+                    )
+                if step % cfg.checkpoint_every == 0:
+                    log.flush()
+                    checkpoint()
+            log.flush()
+        checkpoint()
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+    seconds = time.monotonic() - t0
+    exported = None
+    if step >= cfg.steps or export:
+        if last_val is None or last_val["step"] != step:
+            last_val = {"step": step, **heldout_rd(model, val_set)}
+        record = {
+            **dataclasses.asdict(cfg), "steps_trained": step, "heldout": last_val,
+            "train_data": f"imagenet-sample train split ({len(train_images)} images; every 10th file held out)",
+            "environment": environment(),
+        }  # fmt: skip
+        exported = export_codec(model, record, out / f"{cfg.name}.safetensors", val_set[0])
+    summary = {
+        "run_dir": str(out), "config": cfg.name, "step": step, "steps": cfg.steps, "last_val": last_val,
+        "session_steps": step - start_step, "session_seconds": round(seconds, 1),
+        "it_per_s": round((step - start_step) / seconds, 3) if seconds > 0 else None,
+        "stopped_by": "sigterm" if stop.is_set() else ("schedule" if step >= cfg.steps else "limit"),
+    }  # fmt: skip
+    if exported is not None:
+        summary["export"] = str(exported)
+    return summary
+
+
+def main(argv: list[str]) -> int:
+    """`percept train codec ...` (argv = ["train", "codec", *options])."""
+    parser = argparse.ArgumentParser(prog="percept train codec", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--config", help=f"packaged config name or JSON path ({', '.join(packaged_configs())})"
+    )
+    parser.add_argument(
+        "--out", help="run directory (checkpoint.pt, log.jsonl, exported .safetensors)"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    parser.add_argument(
+        "--max-minutes", type=float, help="stop (with a checkpoint) after this wall time"
+    )
+    parser.add_argument(
+        "--max-steps", type=int, help="stop at this global step; the schedule is unchanged"
+    )
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:k]")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=JSON", help="override a config key"
+    )
+    parser.add_argument(
+        "--export", action="store_true", help="export the codec file even if unfinished"
+    )
+    parser.add_argument(
+        "--list-configs", action="store_true", help="list packaged configs and exit"
+    )
+    args = parser.parse_args(argv[2:])
+    if args.list_configs:
+        print("\n".join(packaged_configs()))
+        return 0
+    if not args.config or not args.out:
+        parser.error("--config and --out are required")
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise PerceptError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    summary = train_codec(
+        load_config(args.config, overrides), args.out, resume=args.resume, max_minutes=args.max_minutes,
+        max_steps=args.max_steps, threads=args.threads, device=args.device, export=args.export,
+    )  # fmt: skip
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,279 @@
+"""Consistency distillation of the EDM prior (Song et al. 2023, Algorithm 2, "CD").
+
+The student f_theta (same UNet as the teacher, consistency preconditioning, initialised from the
+teacher's weights as in the paper) learns to map any point of a probability-flow ODE trajectory to
+its start. Per step:
+  1. noise levels sigma_min = t_1 < ... < t_N = sigma_max (EDM/Karras schedule, rho = 7);
+  2. n ~ U{1..N-1}, x_{n+1} = x0 + t_{n+1} z;
+  3. one Heun step of the teacher's ODE dx/dt = (x - D(x, t))/t from t_{n+1} to t_n gives x_hat_n;
+  4. loss = || f_theta(x_{n+1}, t_{n+1}) - f_target(x_hat_n, t_n) ||^2 (L2 metric; LPIPS weights are
+     not available offline), the target being an EMA of theta with rate mu (stop-gradient).
+A second, slower EMA of theta is what gets evaluated and exported.
+sigma_max defaults to 2.0 instead of 80: the enhancer starts from partial noise (sigma <= ~1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from percept.errors import PerceptError
+from percept.models import ConsistencyDenoiser, UNet, UNetConfig
+from percept.training import runtime
+from percept.training.crops import center_crops, load_split, random_crops
+from percept.training.prior import validate
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """One consistency-distillation run (see src/percept/configs/cm-*.json)."""
+
+    name: str
+    teacher: str | None = None  # run dir or zoo name; `--teacher` fills it in
+    description: str = ""
+    sigma_min: float = 0.002
+    sigma_max: float = 2.0
+    num_scales: int = 40  # N of the discretisation
+    rho: float = 7.0
+    mu: float = 0.95  # target-network EMA rate (the paper's CD setting)
+    ema_decay: float = 0.999  # the evaluated/exported EMA
+    crop: int = 64
+    scale_range: tuple[float, float] = (1.0, 2.0)
+    batch_size: int = 16
+    steps: int = 50000
+    lr: float = 1e-4
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    bf16: bool = True
+    seed: int = 0
+    train_images: int | None = None
+    val_images: int = 50
+    val_crop: int = 128
+    log_every: int = 50
+    val_every: int = 1000
+    checkpoint_minutes: float = 5.0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DistillConfig:
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise PerceptError(f"distill config: unknown keys {sorted(unknown)}")
+        d = dict(d)
+        if "scale_range" in d:
+            d["scale_range"] = tuple(d["scale_range"])
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["scale_range"] = list(self.scale_range)
+        return d
+
+
+def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float) -> Tensor:
+    """Ascending t_1 = sigma_min < ... < t_N = sigma_max (EDM eq. 5, reversed)."""
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return ((lo + ramp * (hi - lo)) ** rho).float()
+
+
+@torch.no_grad()
+def heun_step(teacher: nn.Module, x: Tensor, t_from: Tensor, t_to: Tensor) -> Tensor:
+    """One Heun (2nd-order) step of the PF-ODE dx/dt = (x - D(x, t)) / t (EDM Algorithm 1)."""
+    tf, tt = t_from.reshape(-1, 1, 1, 1), t_to.reshape(-1, 1, 1, 1)
+    d = (x - teacher(x, t_from)) / tf
+    x_euler = x + (tt - tf) * d
+    d2 = (x_euler - teacher(x_euler, t_to)) / tt
+    return x + (tt - tf) * (d + d2) / 2
+
+
+def _student_from_teacher(teacher: nn.Module, cfg: DistillConfig) -> ConsistencyDenoiser:
+    net = UNet(teacher.net.config)
+    net.load_state_dict(teacher.net.state_dict())
+    return ConsistencyDenoiser(net, cfg.sigma_min)
+
+
+def train_distill(
+    cfg: DistillConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    max_minutes: float | None = None,
+    max_steps: int | None = None,
+    device: str = "cpu",
+    export: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Distil (or resume distilling) a consistency model into `run_dir`; returns a summary dict."""
+    from percept.zoo import load_denoiser
+
+    run_dir, dev = Path(run_dir), torch.device(device)
+    if cfg.teacher is None:
+        raise PerceptError("no teacher given: pass --teacher RUN_DIR_OR_ZOO_NAME")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PerceptError("--device cuda asked for, but torch sees no CUDA device here")
+    if (run_dir / runtime.CHECKPOINT).exists() and not resume:
+        raise PerceptError(
+            f"{run_dir} already holds a checkpoint: pass --resume to continue it, or choose another --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    teacher = load_denoiser(cfg.teacher).to(dev)
+    torch.manual_seed(cfg.seed)
+    student = _student_from_teacher(teacher, cfg).to(dev)
+    target = copy.deepcopy(student).requires_grad_(False)
+    ema = copy.deepcopy(student).requires_grad_(False)
+    opt = torch.optim.Adam(student.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step, offset = 0, 0.0
+    if resume:
+        ck = runtime.load_checkpoint(run_dir)
+        if ck["config"] != cfg.to_dict():
+            raise PerceptError(
+                f"{run_dir} was started with a different config or teacher: resume with the same ones"
+            )
+        for module, key in ((student, "model"), (target, "target"), (ema, "ema")):
+            module.load_state_dict(ck[key])
+        opt.load_state_dict(ck["optimizer"])
+        gen.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])
+        step, offset = int(ck["step"]), float(ck["train_seconds"])
+    else:
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    images = load_split("train", cfg.train_images, min_side=cfg.crop)
+    val_clean = center_crops(load_split("val", cfg.val_images, min_side=32), cfg.val_crop)
+    sigmas = karras_sigmas(cfg.num_scales, cfg.sigma_min, cfg.sigma_max, cfg.rho)
+    stop_at = min(cfg.steps, max_steps) if max_steps is not None else cfg.steps
+    timer, losses, last_val = runtime.Timer(offset), [], None
+    last_ckpt = timer.session()
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+
+    def checkpoint() -> None:
+        runtime.save_checkpoint(run_dir, {
+            "config": cfg.to_dict(), "unet": student.net.config.to_dict(), "step": step,
+            "train_seconds": timer.total(), "model": student.state_dict(), "target": target.state_dict(),
+            "ema": ema.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        })  # fmt: skip
+
+    bar = tqdm(total=stop_at, initial=step, desc=f"distill {cfg.name}", disable=not progress,
+               mininterval=0.5 if sys.stderr.isatty() else 60)  # fmt: skip
+    with runtime.StopRequest() as stop:
+        while step < stop_at and not stop.requested:
+            if max_minutes is not None and timer.session() > 60 * max_minutes:
+                break
+            x0 = random_crops(images, cfg.batch_size, cfg.crop, cfg.scale_range, gen).to(dev)
+            n = torch.randint(0, cfg.num_scales - 1, (cfg.batch_size,), generator=gen)
+            t_lo, t_hi = sigmas[n].to(dev), sigmas[n + 1].to(dev)
+            x_hi = x0 + t_hi.reshape(-1, 1, 1, 1) * torch.randn(x0.shape, generator=gen).to(dev)
+            for group in opt.param_groups:
+                group["lr"] = runtime.learning_rate(step, cfg.lr, cfg.warmup_steps, 10**9)
+            with autocast:
+                x_lo = heun_step(teacher, x_hi, t_hi, t_lo)
+                with torch.no_grad():
+                    y_target = target(x_lo, t_lo)
+                loss = ((student(x_hi, t_hi) - y_target) ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
+            opt.step()
+            with torch.no_grad():  # theta^- <- stopgrad(mu theta^- + (1 - mu) theta)
+                for pt, ps in zip(target.parameters(), student.parameters()):
+                    pt.lerp_(ps, 1 - cfg.mu)
+            runtime.ema_update(ema, student, step, cfg.ema_decay)
+            step += 1
+            bar.update(1)
+            losses.append(loss.item())
+            if step % cfg.log_every == 0:
+                runtime.append_log(
+                    run_dir,
+                    {
+                        "step": step,
+                        "loss": sum(losses) / len(losses),
+                        "train_seconds": round(timer.total(), 1),
+                    },
+                )
+                losses = []
+            if step % cfg.val_every == 0:
+                last_val = validate(ema, val_clean, dev)
+                runtime.append_log(
+                    run_dir,
+                    {"step": step, "val_psnr": last_val, "train_seconds": round(timer.total(), 1)},
+                )
+            if timer.session() - last_ckpt > 60 * cfg.checkpoint_minutes:
+                checkpoint()
+                last_ckpt = timer.session()
+        checkpoint()
+    bar.close()
+    if export:
+        export_model(run_dir, run_dir / "ema.safetensors")
+    return {"step": step, "train_seconds": round(timer.total(), 1), "val_psnr": last_val}
+
+
+def export_model(run_dir: Path | str, out_path: Path | str) -> Path:
+    """EMA weights of a distillation run as safetensors + JSON sidecar (kind 'cm')."""
+    from percept.provenance import environment
+    from percept.zoo import save_weights
+
+    run_dir = Path(run_dir)
+    ck = runtime.load_checkpoint(run_dir)
+    cfg = ck["config"]
+    card = {
+        "kind": "cm", "arch": "unet-consistency", "unet": ck["unet"], "sigma_min": cfg["sigma_min"],
+        "sigma_max": cfg["sigma_max"], "sigma_data": 0.5, "teacher": cfg["teacher"], "steps": int(ck["step"]),
+        "train_seconds": round(float(ck["train_seconds"]), 1), "training_config": cfg,
+        "val_psnr": (runtime.latest_val(run_dir) or {}).get("val_psnr"),
+        "command": " ".join(sys.argv), "environment": environment(),
+    }  # fmt: skip
+    state = {k.removeprefix("net."): v for k, v in ck["ema"].items()}
+    return save_weights(state, card, Path(out_path))
+
+
+def load_run_denoiser(run_dir: Path | str) -> ConsistencyDenoiser:
+    """The EMA consistency model of a distillation run's latest checkpoint (eval mode, CPU)."""
+    ck = runtime.load_checkpoint(Path(run_dir))
+    model = ConsistencyDenoiser(UNet(UNetConfig.from_dict(ck["unet"])), ck["config"]["sigma_min"])
+    model.load_state_dict(ck["ema"])
+    return model.eval().requires_grad_(False)
+
+
+def main(argv: list[str]) -> int:
+    """`percept train distill --teacher RUN_DIR_OR_ZOO_NAME --config cm-s --out RUN_DIR`."""
+    p = argparse.ArgumentParser(
+        prog="percept train distill", description="Consistency distillation of the prior."
+    )
+    p.add_argument(
+        "--teacher",
+        help="teacher: a prior run directory, zoo name or .safetensors (overrides the config's)",
+    )
+    p.add_argument(
+        "--config", required=True, help="packaged config name (e.g. cm-s) or a .json path"
+    )
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument(
+        "--max-steps", type=int, default=None, help="stop when the run has done N steps in total"
+    )
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    args = p.parse_args(argv[2:])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    raw = runtime.read_config(args.config, "cm-")
+    if args.teacher:
+        raw["teacher"] = str(args.teacher)
+    summary = train_distill(
+        DistillConfig.from_dict(raw), args.out, resume=args.resume, max_minutes=args.max_minutes,
+        max_steps=args.max_steps, device=args.device,
+    )  # fmt: skip
+    print(json.dumps(summary))
+    return 0

@@ -1,0 +1,265 @@
+"""Train the project's diffusion prior with the EDM objective (Karras et al. 2022, section 5).
+
+Loss: E_{sigma, x0, eps} lambda(sigma) || D(x0 + sigma eps; sigma) - x0 ||^2 with
+lambda = 1 / c_out^2, i.e. an unweighted MSE on the network's own target (EDM eq. 8 and Table 1).
+
+Noise levels: ln(sigma) ~ N(P_mean, P_std^2). EDM uses P_mean = -1.2 for generation from pure noise;
+the enhancer here only ever starts from partial noise, sigma ~ 0.02-1.0 in [-1,1] units, so the
+default centres on sigma = 0.2 (P_mean = ln 0.2 = -1.61) with P_std = 1.0: 95% of the draws fall in
+[0.028, 1.42], the range used, with the tails still trained for multi-step schedules.
+
+The run directory holds checkpoint.pt (model, EMA, optimizer, step, RNG), log.jsonl (training loss
+every `log_every` steps, held-out one-step PSNR of the EMA every `val_every` steps) and, at every
+exit, ema.safetensors with a JSON sidecar (`export_model`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from percept.errors import PerceptError
+from percept.models import EDMDenoiser, UNet, UNetConfig, count_parameters
+from percept.models.edm import edm_scalings
+from percept.training import runtime
+from percept.training.crops import center_crops, load_split, random_crops
+
+VAL_SIGMAS = (0.05, 0.1, 0.2, 0.4)
+
+
+@dataclass(frozen=True)
+class PriorTrainConfig:
+    """One prior training run (see src/percept/configs/prior-*.json)."""
+
+    name: str
+    unet: dict = field(default_factory=dict)  # UNetConfig fields
+    description: str = ""
+    crop: int = 64
+    scale_range: tuple[float, float] = (1.0, 2.0)
+    batch_size: int = 16
+    steps: int = 200000  # default stopping point; a session may stop earlier and resume
+    lr: float = 1e-3
+    warmup_steps: int = 500
+    decay_start: int = 20000  # inverse-sqrt decay of the learning rate after this step
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    bf16: bool = True  # bf16 autocast for training steps (CUDA, and CPUs with AMX/AVX512-BF16)
+    p_mean: float = -1.61
+    p_std: float = 1.0
+    seed: int = 0
+    train_images: int | None = None  # first K files of the train split (None: all)
+    val_images: int = 50
+    val_crop: int = 128
+    log_every: int = 50
+    val_every: int = 500
+    checkpoint_minutes: float = 5.0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PriorTrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise PerceptError(f"prior config: unknown keys {sorted(unknown)}")
+        d = dict(d)
+        if "scale_range" in d:
+            d["scale_range"] = tuple(d["scale_range"])
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["scale_range"] = list(self.scale_range)
+        return d
+
+
+def build_denoiser(unet: dict) -> EDMDenoiser:
+    return EDMDenoiser(UNet(UNetConfig.from_dict(unet)))
+
+
+def edm_loss(denoiser: EDMDenoiser, x0: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
+    """EDM eq. 8 weighted by lambda = 1/c_out^2: the mean of ((D - x0) / c_out)^2."""
+    s = sigma.reshape(-1, 1, 1, 1)
+    _, c_out, _, _ = edm_scalings(s, denoiser.sigma_data)
+    d = denoiser(x0 + s * noise, sigma)
+    return (((d - x0) / c_out) ** 2).mean()
+
+
+@torch.no_grad()
+def validate(
+    denoiser: EDMDenoiser, clean: Tensor, device: torch.device, batch: int = 16
+) -> dict[str, float]:
+    """Mean PSNR (dB, peak 2 in [-1,1] = peak 1 in [0,1]) of one-step D(x, sigma) on fixed noise, fp32."""
+    g = torch.Generator().manual_seed(1234)
+    out = {}
+    for sigma in VAL_SIGMAS:
+        noise = torch.randn(clean.shape, generator=g)
+        psnrs = []
+        for i in range(0, len(clean), batch):
+            x0 = clean[i : i + batch].to(device)
+            x = x0 + sigma * noise[i : i + batch].to(device)
+            d = denoiser(x, torch.tensor(sigma, device=device)).float().clamp(-1, 1)
+            mse = ((d - x0) ** 2).mean(dim=(1, 2, 3))
+            psnrs.append(10 * torch.log10(4 / mse))
+        out[f"{sigma:g}"] = round(float(torch.cat(psnrs).mean()), 3)
+    return out
+
+
+def _autocast(device: torch.device, enabled: bool):
+    """bf16 autocast for the training step. On this project's 2-core Xeon (AMX) it measured 2.1-2.4x
+    faster than fp32 for the prior-s UNet; validation and export stay in fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def train_prior(
+    cfg: PriorTrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    max_minutes: float | None = None,
+    max_steps: int | None = None,
+    device: str = "cpu",
+    export: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Train (or resume) a prior in `run_dir`; returns a summary dict. Stops at `cfg.steps`,
+    `max_steps` (total across resumes), after `max_minutes` of this session, or on SIGTERM/SIGINT,
+    always leaving a checkpoint."""
+    run_dir = Path(run_dir)
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PerceptError("--device cuda asked for, but torch sees no CUDA device here")
+    if (run_dir / runtime.CHECKPOINT).exists() and not resume:
+        raise PerceptError(
+            f"{run_dir} already holds a checkpoint: pass --resume to continue it, or choose another --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(cfg.seed)
+    model = build_denoiser(cfg.unet).to(dev)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-8)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step, offset = 0, 0.0
+    if resume:
+        ck = runtime.load_checkpoint(run_dir)
+        if ck["config"] != cfg.to_dict():
+            raise PerceptError(
+                f"{run_dir} was started with a different config: resume with the same --config"
+            )
+        model.load_state_dict(ck["model"])
+        ema.load_state_dict(ck["ema"])
+        opt.load_state_dict(ck["optimizer"])
+        gen.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])
+        step, offset = int(ck["step"]), float(ck["train_seconds"])
+    else:
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    train_images = load_split("train", cfg.train_images, min_side=cfg.crop)
+    val_clean = center_crops(load_split("val", cfg.val_images, min_side=32), cfg.val_crop)
+    n_params = count_parameters(model)
+    stop_at = min(cfg.steps, max_steps) if max_steps is not None else cfg.steps
+    timer = runtime.Timer(offset)
+    last_ckpt = timer.session()
+    losses: list[float] = []
+    last_val = None
+
+    def checkpoint() -> None:
+        runtime.save_checkpoint(run_dir, {
+            "config": cfg.to_dict(), "step": step, "train_seconds": timer.total(),
+            "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+            "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+        })  # fmt: skip
+
+    bar = tqdm(total=stop_at, initial=step, desc=f"prior {cfg.name} ({n_params / 1e6:.2f}M)",
+                disable=not progress, mininterval=0.5 if sys.stderr.isatty() else 60)  # fmt: skip
+    with runtime.StopRequest() as stop:
+        while step < stop_at and not stop.requested:
+            if max_minutes is not None and timer.session() > 60 * max_minutes:
+                break
+            x0 = random_crops(train_images, cfg.batch_size, cfg.crop, cfg.scale_range, gen)
+            sigma = (cfg.p_mean + cfg.p_std * torch.randn(cfg.batch_size, generator=gen)).exp()
+            noise = torch.randn(x0.shape, generator=gen)
+            for group in opt.param_groups:
+                group["lr"] = runtime.learning_rate(step, cfg.lr, cfg.warmup_steps, cfg.decay_start)
+            with _autocast(dev, cfg.bf16):
+                loss = edm_loss(model, x0.to(dev), sigma.to(dev), noise.to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            runtime.ema_update(ema, model, step, cfg.ema_decay)
+            step += 1
+            bar.update(1)
+            losses.append(loss.item())
+            if step % cfg.log_every == 0:
+                rec = {"step": step, "loss": sum(losses) / len(losses), "grad_norm": float(grad_norm),
+                       "lr": opt.param_groups[0]["lr"], "train_seconds": round(timer.total(), 1)}  # fmt: skip
+                runtime.append_log(run_dir, rec)
+                bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                losses = []
+            if step % cfg.val_every == 0:
+                last_val = validate(ema, val_clean, dev)
+                runtime.append_log(
+                    run_dir,
+                    {"step": step, "val_psnr": last_val, "train_seconds": round(timer.total(), 1)},
+                )
+                tqdm.write(
+                    f"step {step}: held-out PSNR of the EMA "
+                    + ", ".join(f"s={k}: {v:.2f}" for k, v in last_val.items())
+                )
+            if timer.session() - last_ckpt > 60 * cfg.checkpoint_minutes:
+                checkpoint()
+                last_ckpt = timer.session()
+        checkpoint()
+    bar.close()
+    summary = {
+        "step": step,
+        "train_seconds": round(timer.total(), 1),
+        "params": n_params,
+        "val_psnr": last_val,
+    }
+    if export:
+        export_model(run_dir, run_dir / "ema.safetensors")
+    return summary
+
+
+def export_model(run_dir: Path | str, out_path: Path | str) -> Path:
+    """Write the EMA weights of a run's latest checkpoint as safetensors + JSON sidecar; returns the path."""
+    from percept.provenance import environment
+    from percept.zoo import save_weights
+
+    run_dir = Path(run_dir)
+    ck = runtime.load_checkpoint(run_dir)
+    cfg = ck["config"]
+    card = {
+        "kind": "prior",
+        "arch": "unet-edm",
+        "unet": cfg["unet"],
+        "sigma_data": 0.5,
+        "steps": int(ck["step"]),
+        "train_seconds": round(float(ck["train_seconds"]), 1),
+        "images_seen": int(ck["step"]) * cfg["batch_size"],
+        "data": f"imagenet-sample train split, {cfg['crop']}x{cfg['crop']} crops, scale {cfg['scale_range']}",
+        "training_config": cfg,
+        "val_psnr": (runtime.latest_val(run_dir) or {}).get("val_psnr"),
+        "command": " ".join(sys.argv),
+        "environment": environment(),
+    }
+    state = {k.removeprefix("net."): v for k, v in ck["ema"].items()}
+    return save_weights(state, card, Path(out_path))
+
+
+def load_run_denoiser(run_dir: Path | str) -> EDMDenoiser:
+    """The EMA denoiser of a run's latest checkpoint (eval mode, on CPU)."""
+    ck = runtime.load_checkpoint(Path(run_dir))
+    model = build_denoiser(ck["config"]["unet"])
+    model.load_state_dict(ck["ema"])
+    return model.eval().requires_grad_(False)

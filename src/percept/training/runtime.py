@@ -1,0 +1,138 @@
+"""What every training loop here needs besides its loss: configs by name, checkpoints, logs, signals.
+
+Checkpoints are `torch.save` dicts of tensors and plain Python values only, so that
+`torch.load(..., weights_only=True)` reads them; they are written to a temporary file and renamed,
+so a run killed mid-write keeps its previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from percept.errors import PerceptError
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "log.jsonl"
+
+
+def packaged_config_names(prefix: str) -> list[str]:
+    folder = resources.files("percept") / "configs"
+    return sorted(
+        p.name[:-5]
+        for p in folder.iterdir()
+        if p.name.startswith(prefix) and p.name.endswith(".json")
+    )
+
+
+def read_config(name_or_path: str, prefix: str) -> dict:
+    """A training config as a dict: a packaged name (e.g. 'prior-s') or a path to a JSON file."""
+    path = Path(name_or_path)
+    if path.suffix == ".json" or path.exists():
+        if not path.is_file():
+            raise PerceptError(f"config file {path} does not exist")
+        return json.loads(path.read_text())
+    res = resources.files("percept") / "configs" / f"{name_or_path}.json"
+    if not res.is_file():
+        names = ", ".join(packaged_config_names(prefix))
+        raise PerceptError(
+            f"unknown config {name_or_path!r}: choose one of {names} or give a path to a .json file"
+        )
+    return json.loads(res.read_text())
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
+    tmp = run_dir / (CHECKPOINT + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, run_dir / CHECKPOINT)
+
+
+def load_checkpoint(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise PerceptError(
+            f"{run_dir} holds no {CHECKPOINT}: start a run there first (without --resume)"
+        )
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def append_log(run_dir: Path, record: dict[str, Any]) -> None:
+    with open(run_dir / LOG, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_log(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / LOG
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def latest_val(run_dir: Path) -> dict[str, Any] | None:
+    """The last validation record of a run's log, or None."""
+    vals = [r for r in read_log(run_dir) if "val_psnr" in r]
+    return vals[-1] if vals else None
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, step: int, decay: float) -> None:
+    """EMA of the weights; the decay is ramped as min(decay, (1+t)/(10+t)) so early steps count."""
+    d = min(decay, (1 + step) / (10 + step))
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach(), 1 - d)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
+
+
+def learning_rate(step: int, lr: float, warmup_steps: int, decay_start: int) -> float:
+    """Linear warm-up, then constant, then inverse-square-root decay (EDM2, Karras et al. 2024 eq. 7).
+
+    The inverse-sqrt tail has no fixed end, so a run can be resumed and extended indefinitely.
+    """
+    warm = min(1.0, (step + 1) / max(1, warmup_steps))
+    return lr * warm / math.sqrt(max(step / max(1, decay_start), 1.0))
+
+
+class StopRequest:
+    """Turns SIGTERM/SIGINT into a flag that the loop checks, so it can checkpoint and exit cleanly."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. a notebook worker): no signal handling
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Timer:
+    """Wall-clock seconds across resumes: `offset` is what earlier sessions spent."""
+
+    def __init__(self, offset: float = 0.0) -> None:
+        self.start, self.offset = time.monotonic(), offset
+
+    def session(self) -> float:
+        return time.monotonic() - self.start
+
+    def total(self) -> float:
+        return self.offset + self.session()

@@ -1,0 +1,186 @@
+"""The model zoo: trained weights as data (CompressAI `zoo/` style).
+
+`src/percept/weights/zoo.json` maps a name to {file, sha256, kind, arch, config, card}; the weights
+are safetensors files beside it, each with a JSON sidecar (`<file>.json`) holding the same card, so a
+file copied on its own still says what it is. `load_denoiser` accepts a zoo name, a path to a
+.safetensors file with its sidecar, or a training run directory (EMA of the latest checkpoint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from percept.errors import PerceptError, WeightsUnavailable
+
+KINDS = ("prior", "cm", "codec")
+
+
+def weights_dir() -> Path:
+    return Path(str(resources.files("percept") / "weights"))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def save_weights(state_dict: dict[str, Tensor], card: dict[str, Any], out_path: Path) -> Path:
+    """Write `state_dict` as safetensors and `card` (plus the file's sha256) as its JSON sidecar."""
+    from safetensors.torch import save_file
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent, suffix=".tmp")
+    os.close(fd)
+    save_file(tensors, tmp, metadata={"kind": str(card.get("kind", ""))})
+    os.replace(tmp, out_path)
+    card = {**card, "sha256": sha256_file(out_path)}
+    sidecar_path(out_path).write_text(json.dumps(card, indent=2) + "\n")
+    return out_path
+
+
+def read_registry(registry: Path | None = None) -> dict[str, dict]:
+    path = registry or weights_dir() / "zoo.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def publish(
+    name: str,
+    kind: str,
+    state_dict: dict[str, Tensor],
+    card: dict[str, Any],
+    *,
+    folder: Path | None = None,
+) -> dict:
+    """Save weights as `<folder>/<name>.safetensors` and record them (with sha256) in zoo.json.
+
+    Generic over model kinds: `card` must hold `arch` and whatever the loader of that kind needs
+    to rebuild the model (e.g. `unet` for priors), plus training facts (steps, hardware, metrics).
+    """
+    if kind not in KINDS:
+        raise PerceptError(f"unknown model kind {kind!r}: choose from {', '.join(KINDS)}")
+    folder = Path(folder) if folder is not None else weights_dir()
+    path = save_weights(
+        state_dict, {**card, "kind": kind, "name": name}, folder / f"{name}.safetensors"
+    )
+    full = json.loads(sidecar_path(path).read_text())
+    registry = read_registry(folder / "zoo.json")
+    registry[name] = {
+        "file": path.name,
+        "sha256": full["sha256"],
+        "kind": kind,
+        "arch": card.get("arch"),
+        "card": full,
+    }
+    (folder / "zoo.json").write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
+    return registry[name]
+
+
+def publish_run(
+    run_dir: Path | str, name: str, kind: str = "prior", *, folder: Path | None = None
+) -> dict:
+    """Export a training run's EMA weights and record them in the zoo (prior and cm runs)."""
+    from percept.training import runtime
+
+    run_dir = Path(run_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        exported = export_run(run_dir, Path(tmp) / "model.safetensors")
+        card = json.loads(sidecar_path(exported).read_text())
+        card.pop("sha256")
+        from safetensors.torch import load_file
+
+        state = load_file(exported)
+    card["source_run"] = str(run_dir)
+    card["log_tail"] = runtime.read_log(run_dir)[-3:]
+    return publish(name, kind, state, card, folder=folder)
+
+
+def export_run(run_dir: Path, out_path: Path) -> Path:
+    """Dispatch to the exporter of the run's kind (prior or consistency distillation)."""
+    from percept.training import runtime
+
+    ck_cfg = runtime.load_checkpoint(run_dir)["config"]
+    if "teacher" in ck_cfg:
+        from percept.training.distill import export_model
+    else:
+        from percept.training.prior import export_model
+    return export_model(run_dir, out_path)
+
+
+def resolve(name_or_path: str | os.PathLike, registry: Path | None = None) -> tuple[Path, dict]:
+    """(safetensors path, card) for a zoo name or a path; checks the recorded sha256."""
+    path = Path(name_or_path)
+    reg = read_registry(registry)
+    if str(name_or_path) in reg and not path.exists():
+        entry = reg[str(name_or_path)]
+        folder = registry.parent if registry else weights_dir()
+        path, expected, card = folder / entry["file"], entry["sha256"], entry["card"]
+        if not path.is_file():
+            raise WeightsUnavailable(
+                f"zoo model {name_or_path!r}: weights file {path} is missing; reinstall percept or re-export it"
+            )
+    elif path.suffix == ".safetensors" and path.is_file():
+        side = sidecar_path(path)
+        if not side.is_file():
+            raise PerceptError(
+                f"{path} has no sidecar {side.name}: export it with percept.training.prior.export_model"
+            )
+        card = json.loads(side.read_text())
+        expected = card.get("sha256")
+    else:
+        names = ", ".join(sorted(reg)) or "none published yet"
+        raise WeightsUnavailable(
+            f"no model {str(name_or_path)!r}: give a zoo name ({names}), a .safetensors file or a run directory"
+        )
+    actual = sha256_file(path)
+    if expected != actual:
+        raise PerceptError(
+            f"{path} is corrupt or was replaced: sha256 {actual[:12]}... does not match the recorded "
+            f"{str(expected)[:12]}...; re-export it from its run with percept.zoo.publish_run (or reinstall percept)"
+        )
+    return path, card
+
+
+def load_denoiser(name_or_path: str | os.PathLike, *, registry: Path | None = None) -> nn.Module:
+    """A Denoiser (eval mode, CPU) from a zoo name, a .safetensors path, or a training run directory."""
+    from safetensors.torch import load_file
+
+    from percept.models import ConsistencyDenoiser, EDMDenoiser, UNet, UNetConfig
+
+    path = Path(name_or_path)
+    if path.is_dir():
+        from percept.training import runtime
+
+        if "teacher" in runtime.load_checkpoint(path)["config"]:
+            from percept.training.distill import load_run_denoiser
+        else:
+            from percept.training.prior import load_run_denoiser
+        return load_run_denoiser(path)
+    file, card = resolve(name_or_path, registry)
+    net = UNet(UNetConfig.from_dict(card["unet"]))
+    net.load_state_dict(load_file(file))
+    if card["kind"] == "prior":
+        model: nn.Module = EDMDenoiser(net, card.get("sigma_data", 0.5))
+    elif card["kind"] == "cm":
+        model = ConsistencyDenoiser(
+            net, sigma_min=card["sigma_min"], sigma_data=card.get("sigma_data", 0.5)
+        )
+    else:
+        raise PerceptError(f"{name_or_path} is a {card['kind']!r} model, not a denoiser")
+    return model.eval().requires_grad_(False)

@@ -1,0 +1,119 @@
+"""The book pipeline: every notebook runs on the tiny profile and the book builds with -W.
+
+The build runs in a copy of the book's sources under tmp_path, so a test run never touches the
+working tree's book/notebooks/ or _build/.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from percept import book
+from percept.errors import PerceptError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def copy_book_sources(dest: Path) -> Path:
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(ROOT / name, dest / name)
+    skip = shutil.ignore_patterns("_build", "notebooks", ".ipynb_checkpoints")
+    shutil.copytree(ROOT / "book", dest / "book", ignore=skip)
+    shutil.copytree(
+        ROOT / "notebooks", dest / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints")
+    )
+    return dest
+
+
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory) -> Path:
+    root = copy_book_sources(tmp_path_factory.mktemp("book"))
+    assert book.main(["build", "--profile", "tiny", "--root", str(root)]) == 0
+    return root
+
+
+def test_every_notebook_runs_clean_with_the_tiny_profile(built_book):
+    names = book.source_notebooks(built_book)
+    assert names, "no notebooks found"
+    tiny = yaml.safe_load((built_book / "notebooks" / "params" / "tiny.yaml").read_text())
+    for name in names:
+        path = built_book / "book" / "notebooks" / f"{name}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        assert book.notebook_problems(path) == []
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+        assert not [o for o in outputs if o.output_type == "error"]
+        # House style: every chapter has a figure, and it ran with the profile's parameters.
+        assert any("image/png" in o.get("data", {}) for o in outputs), f"{name} has no figure"
+        assert nb.metadata["papermill"]["parameters"] == tiny[name]
+        assert nb.metadata["percept"]["profile"] == "tiny"
+        tags = [c.metadata.get("tags", []) for c in nb.cells]
+        assert ["parameters"] in tags and ["injected-parameters"] in tags
+
+
+def test_the_book_has_a_page_per_toc_entry(built_book):
+    html = built_book / "_build" / "html"
+    assert (html / "index.html").is_file()
+    for entry in book.toc_files(built_book):
+        page = html / f"{entry}.html"
+        assert page.is_file(), f"missing {page}"
+        assert "<h1" in page.read_text()
+    for name in book.source_notebooks(built_book):
+        text = (html / "book" / "notebooks" / f"{name}.html").read_text()
+        assert "<img" in text, f"{name}: no figure in the HTML"
+    # The sources and the rest of the repository are not rendered.
+    assert not (html / "notebooks").exists()
+    assert not (html / "README.html").exists()
+
+
+def test_the_python3_kernel_is_this_interpreter(tmp_path, monkeypatch):
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    # Even a user-level python3 kernelspec for another Python must lose.
+    other = tmp_path / "other" / "kernels" / "python3"
+    other.mkdir(parents=True)
+    (other / "kernel.json").write_text(
+        json.dumps({"argv": ["/usr/bin/python3"], "language": "python"})
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "other"))
+    with book.this_interpreter_kernel(tmp_path / "mine"):
+        assert KernelSpecManager().get_kernel_spec("python3").argv[0] == sys.executable
+    assert KernelSpecManager().get_kernel_spec("python3").argv[0] == "/usr/bin/python3"
+
+
+def test_profiles_must_cover_every_notebook(tmp_path):
+    root = copy_book_sources(tmp_path)
+    for profile in ("tiny", "full"):
+        assert set(book.load_profile(root, profile)) == set(book.source_notebooks(root))
+    (root / "notebooks" / "params" / "broken.yaml").write_text("not_a_notebook: {}\n")
+    with pytest.raises(PerceptError, match="missing"):
+        book.load_profile(root, "broken")
+    with pytest.raises(PerceptError, match="unknown profile"):
+        book.load_profile(root, "nope")
+
+
+def test_warnings_and_errors_in_outputs_are_problems(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text="rd sweep: 100%|####| 4/4\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="a.py:3: FutureWarning: old API\n"),
+        nbformat.v4.new_output("error", ename="ValueError", evalue="bad", traceback=[]),
+    ]
+    nb.cells = [cell]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    problems = book.notebook_problems(path)
+    assert problems == ["cell 0: a.py:3: FutureWarning: old API", "cell 0: ValueError: bad"]
+
+
+def test_every_notebook_is_in_the_toc():
+    in_toc = set(book.toc_files(ROOT))
+    for name in book.source_notebooks(ROOT):
+        assert f"book/notebooks/{name}" in in_toc

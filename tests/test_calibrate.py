@@ -1,0 +1,77 @@
+"""calibrate_sigma on a Gaussian mixture with a tiny byte-producing codec stand-in (eq. 3, 14)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from percept.calibrate import (
+    CalibrationMissing,
+    bisect_log_sigma,
+    calibrate_sigma,
+    lookup_sigma,
+    store_sigma,
+)
+from percept.denoisers import GaussianMixtureDenoiser
+from percept.enhance import enhance
+from percept.errors import PerceptError
+
+
+class QuantizerCodec:
+    """Shrinks towards grey, then 8 levels per value, one byte each: real bytes, lossy, not learned."""
+
+    name, quality = "quantizer", 8
+
+    def encode(self, x: torch.Tensor) -> bytes:
+        z = 0.5 + 0.8 * (x - 0.5)
+        return bytes(torch.round(z.clamp(0, 1) * 7).to(torch.uint8).flatten().tolist())
+
+    def decode(self, data: bytes) -> torch.Tensor:
+        return (torch.tensor(list(data), dtype=torch.float32) / 7).reshape(1, 1, 2, 2)
+
+
+@pytest.fixture(scope="module")
+def mixture():
+    g = torch.Generator().manual_seed(0)
+    means = torch.randn(3, 4, generator=g, dtype=torch.float64) * 0.3
+    a = torch.randn(3, 4, 4, generator=g, dtype=torch.float64) * 0.12
+    cov = a @ a.transpose(-1, -2) + 0.004 * torch.eye(4, dtype=torch.float64)
+    gmm = GaussianMixtureDenoiser(means, cov, torch.tensor([0.5, 0.3, 0.2]))
+    to_images = lambda s: ((s.float() + 1) / 2).clamp(0, 1).reshape(-1, 1, 2, 2)  # noqa: E731
+    return gmm, to_images(gmm.sample(512, g)), to_images(gmm.sample(2000, g))
+
+
+def test_calibrated_sigma_doubles_the_mse(mixture):
+    gmm, calib, held_out = mixture
+    codec = QuantizerCodec()
+    sigma, history = calibrate_sigma(
+        codec, gmm, list(calib.split(1)), "medium", 2.0, seed=0, tol=0.02, return_history=True
+    )
+    assert 0.01 < sigma < 2 and abs(dict(history)[sigma] - 2.0) <= 0.04
+    # The ratio holds on 2000 held-out images with other noise seeds (pooled MSE, eq. 14).
+    decoded = torch.cat([codec.decode(codec.encode(x)) for x in held_out.split(1)])
+    y = enhance(decoded, gmm, sigma, "medium", generator=torch.Generator().manual_seed(123))
+    ratio = float(((y - held_out) ** 2).mean() / ((decoded - held_out) ** 2).mean())
+    assert abs(ratio - 2.0) < 0.2
+    # Pre-decoded pairs, here as one batch, give the same answer as the codec path (per-image seeds).
+    decoded_calib = torch.cat([codec.decode(codec.encode(x)) for x in calib.split(1)])
+    assert calibrate_sigma(
+        None, gmm, [(calib, decoded_calib)], "medium", 2.0, seed=0
+    ) == pytest.approx(sigma)
+
+
+def test_bisection_on_a_known_curve():
+    sigma, history = bisect_log_sigma(lambda s: 1 + s**2, 2.0, tol=1e-4, max_iter=60)
+    assert sigma == pytest.approx(1.0, rel=1e-3) and len(history) < 60
+    with pytest.raises(PerceptError, match="out of reach"):
+        bisect_log_sigma(lambda s: 1.0, 2.0)
+
+
+def test_table_store_and_lookup(tmp_path):
+    path = tmp_path / "calibration.json"
+    with pytest.raises(CalibrationMissing, match="--prior edm-s --preset medium"):
+        lookup_sigma("jpeg", 10, "edm-s", "medium", path=path)
+    store_sigma("jpeg", 10, "edm-s", "medium", 0.21, {"mse_ratio": 1.98, "images": 16}, path=path)
+    store_sigma("jpeg", 20, "edm-s", "medium", 0.15, path=path)
+    assert lookup_sigma("jpeg", 10, "edm-s", "medium", path=path) == 0.21
+    assert lookup_sigma("jpeg", 20, "edm-s", "medium", path=path) == 0.15

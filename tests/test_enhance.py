@@ -1,0 +1,200 @@
+"""The enhancer: contract, presets and their errors, seeds, DPS through a CompressAI model, the CLI hook."""
+
+from __future__ import annotations
+
+from argparse import Namespace
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from percept.denoisers import GaussianFlowMap, GaussianMixtureDenoiser
+from percept.enhance import CompressAIOperator, enhance, enhance_decoded, operator_for_codec
+from percept.errors import PerceptError
+from percept.interpolate import interpolate
+from percept.presets import PRESETS, is_consistency_model
+from percept.samplers import per_image_generators
+from percept.schedules import karras_sigmas
+
+
+def shrink_denoiser(x, sigma):
+    """Posterior mean of N(0, 0.1 I) data: a cheap exact denoiser for any image size."""
+    s = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, 1, 1, 1)
+    return x * 0.1 / (0.1 + s**2)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+def test_presets_are_data_with_nfe():
+    assert {"fast", "medium", "slow"} <= set(PRESETS)
+    assert PRESETS["fast"].nfe == 1 and PRESETS["fast"].needs_consistency_model
+    assert (
+        PRESETS["medium"].sampler == "dpmpp_2m"
+        and PRESETS["medium-sde"].sampler == "euler_maruyama"
+    )
+    assert PRESETS["slow"].sampler == "dps" and PRESETS["slow"].needs_differentiable_codec
+    with pytest.raises(AttributeError):
+        PRESETS["fast"].steps = 3
+
+
+def test_contract_range_seed_and_batch_independence(images):
+    y = enhance(
+        images, shrink_denoiser, 0.5, "medium-sde", generator=torch.Generator().manual_seed(0)
+    )
+    assert y.shape == images.shape and y.dtype == torch.float32
+    assert float(y.min()) >= 0 and float(y.max()) <= 1 and not torch.allclose(y, images)
+    again = enhance(
+        images, shrink_denoiser, 0.5, "medium-sde", generator=torch.Generator().manual_seed(0)
+    )
+    torch.testing.assert_close(y, again)
+    first = enhance(
+        images[:1], shrink_denoiser, 0.5, "medium-sde", generator=torch.Generator().manual_seed(0)
+    )
+    torch.testing.assert_close(y[:1], first)
+    gens = per_image_generators(torch.Generator().manual_seed(0), 3)
+    last = enhance(
+        images[2:], shrink_denoiser, 0.5, sampler="euler_maruyama", steps=30, generator=[gens[2]]
+    )
+    torch.testing.assert_close(y[2:], last)
+    torch.testing.assert_close(enhance(images, shrink_denoiser, 0.0), images)
+
+
+def test_fast_preset_needs_a_consistency_model(images):
+    gmm = GaussianMixtureDenoiser(torch.zeros(1, 192), torch.eye(192)[None] * 0.1)
+    with pytest.raises(PerceptError, match="consistency model.*medium"):
+        enhance(images, gmm, 0.4, "fast")
+    flow = GaussianFlowMap(torch.zeros(192), torch.eye(192) * 0.1)
+    y = enhance(images, flow, 0.4, "fast", generator=torch.Generator().manual_seed(1))
+    # One step of an exact flow map from x_hat + sigma eps (eq. 9-10, 15), checked by hand:
+    gens = per_image_generators(torch.Generator().manual_seed(1), 3)
+    noisy = images * 2 - 1 + 0.4 * torch.stack([torch.randn(3, 8, 8, generator=g) for g in gens])
+    torch.testing.assert_close(y, ((flow.flow(noisy, 0.4, 0.0) + 1) / 2).clamp(0, 1))
+    from percept.models import ConsistencyDenoiser
+
+    assert is_consistency_model(ConsistencyDenoiser(torch.nn.Identity()))
+
+
+def test_slow_preset_needs_a_differentiable_codec(images):
+    with pytest.raises(PerceptError, match="differentiable codec"):
+        enhance(images, shrink_denoiser, 0.4, "slow")
+    jpeg = SimpleNamespace(name="jpeg", quality=50, encode=lambda x: b"", decode=lambda b: None)
+    assert operator_for_codec(jpeg) is None
+    with pytest.raises(PerceptError, match="differentiable codec"):
+        enhance(images, shrink_denoiser, 0.4, "slow", codec=jpeg)
+
+
+@pytest.fixture(scope="module")
+def operator():
+    from compressai.models import ScaleHyperprior
+
+    torch.manual_seed(0)
+    model = ScaleHyperprior(N=8, M=8)
+    with torch.no_grad():  # untrained latents round to 0; scale them so A carries information
+        model.g_a[-1].weight.mul_(30)
+    return CompressAIOperator(model)
+
+
+def test_dps_pulls_towards_the_measurement(images, operator):
+    x = images[:2]
+    xg = x.clone().requires_grad_(True)
+    operator(xg).sum().backward()
+    assert float(xg.grad.abs().sum()) > 0  # straight-through rounding passes gradients
+    y = operator(x).detach()  # the decoded image is the measurement
+    residual = {}
+    for zeta in (0.0, 3.0):
+        out = enhance(
+            y,
+            shrink_denoiser,
+            0.3,
+            "slow",
+            steps=8,
+            operator=operator,
+            zeta=zeta,
+            generator=torch.Generator().manual_seed(0),
+        )
+        residual[zeta] = (operator(out) - y).flatten(1).norm(dim=1)
+    assert bool((residual[3.0] < 0.7 * residual[0.0]).all())
+
+
+def test_auto_sigma_uses_the_calibration_table(images, tmp_path, monkeypatch):
+    import percept.calibrate as cal
+
+    monkeypatch.setattr(cal, "table_path", lambda: tmp_path / "calibration.json")
+    with pytest.raises(
+        cal.CalibrationMissing, match="python -m percept.calibrate --codec jpeg --quality 5"
+    ):
+        enhance(images, shrink_denoiser, "auto", "medium", codec="jpeg", quality=5, prior_name="p")
+    cal.store_sigma("jpeg", 5, "p", "medium", 0.25, {"mse_ratio": 2.01})
+    auto = enhance(
+        images,
+        shrink_denoiser,
+        "auto",
+        "medium",
+        codec="jpeg",
+        quality=5,
+        prior_name="p",
+        generator=torch.Generator().manual_seed(0),
+    )
+    fixed = enhance(
+        images, shrink_denoiser, 0.25, "medium", generator=torch.Generator().manual_seed(0)
+    )
+    torch.testing.assert_close(auto, fixed)
+
+
+def test_interpolate_is_convex(images):
+    other = images.flip(0)
+    torch.testing.assert_close(interpolate(images, other, 0.0), images)
+    torch.testing.assert_close(interpolate(images, other, 1.0), other)
+    mid = interpolate(images, other, torch.tensor([0.25, 0.5, 0.75]))
+    torch.testing.assert_close(mid[1], (images[1] + other[1]) / 2)
+    with pytest.raises(ValueError):
+        interpolate(images, other, 1.5)
+
+
+def test_enhance_decoded_with_a_tiled_diffusers_consistency_model(tmp_path):
+    from diffusers import CMStochasticIterativeScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    UNet2DModel(
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=(4, 8),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    ).save_pretrained(tmp_path / "unet")
+    CMStochasticIterativeScheduler(num_train_timesteps=40).save_pretrained(tmp_path / "scheduler")
+    record = SimpleNamespace(codec="jpeg", quality=5, params={"quality": 5})
+    x_hat = torch.rand(1, 3, 11, 13, generator=torch.Generator().manual_seed(0))
+    args = Namespace(
+        enhance="fast", prior=str(tmp_path), sigma="0.3", seed=0, steps=None, weights=None
+    )
+    y = enhance_decoded(x_hat, record, args)
+    assert y.shape == x_hat.shape and not torch.allclose(y, x_hat)
+    torch.testing.assert_close(y, enhance_decoded(x_hat, record, args))
+    with pytest.raises(PerceptError, match="--prior"):
+        enhance_decoded(x_hat, record, Namespace(**{**vars(args), "prior": None}))
+    with pytest.raises(PerceptError, match="calibrat"):
+        enhance_decoded(
+            x_hat, record, Namespace(**{**vars(args), "sigma": "auto", "prior": str(tmp_path)})
+        )
+
+
+def test_karras_schedule_is_what_enhance_runs(images):
+    seen = []
+    enhance(
+        images,
+        shrink_denoiser,
+        0.4,
+        "medium",
+        callback=seen.append,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert [round(c["sigma"], 6) for c in seen] == [
+        round(float(s), 6) for s in karras_sigmas(6, 0.4)[:-1]
+    ]

@@ -1,0 +1,127 @@
+"""Training the prior and the consistency model: tiny configs, seconds of CPU each."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from percept.errors import PerceptError
+from percept.models import ConsistencyDenoiser
+from percept.training import runtime
+from percept.training.cli import main as train_main
+from percept.training.distill import DistillConfig, karras_sigmas, train_distill
+from percept.training.prior import PriorTrainConfig, train_prior
+
+TINY_UNET = {"channels": [8, 16], "blocks": [1, 1], "mid_blocks": 1, "emb_dim": 16, "groups": 4}
+
+
+def tiny_config(**overrides) -> PriorTrainConfig:
+    base = dict(
+        name="test-tiny", unet=TINY_UNET, crop=32, batch_size=8, steps=40, lr=3e-3, warmup_steps=2,
+        decay_start=1000, ema_decay=0.9, bf16=False, train_images=8, val_images=2, val_crop=32,
+        log_every=1, val_every=20,
+    )  # fmt: skip
+    base.update(overrides)
+    return PriorTrainConfig(**base)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # bit-identical resumes need the same reduction order
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tiny_prior_loss_falls(tmp_path):
+    summary = train_prior(tiny_config(), tmp_path, progress=False, export=False)
+    losses = [r["loss"] for r in runtime.read_log(tmp_path) if "loss" in r]
+    assert summary["step"] == 40 and len(losses) == 40
+    first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
+    assert last < 0.8 * first, (first, last)
+    vals = [r["val_psnr"] for r in runtime.read_log(tmp_path) if "val_psnr" in r]
+    assert len(vals) == 2 and set(vals[0]) == {"0.05", "0.1", "0.2", "0.4"}
+
+
+def test_resume_is_exact(tmp_path):
+    cfg = tiny_config(steps=12, val_every=6)
+    train_prior(cfg, tmp_path / "straight", progress=False, export=False)
+    train_prior(cfg, tmp_path / "split", max_steps=5, progress=False, export=False)
+    train_prior(cfg, tmp_path / "split", resume=True, progress=False, export=False)
+    a = runtime.load_checkpoint(tmp_path / "straight")
+    b = runtime.load_checkpoint(tmp_path / "split")
+    assert a["step"] == b["step"] == 12
+    for key in ("model", "ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in ("exp_avg", "exp_avg_sq"))
+
+
+def test_checkpoint_is_weights_only_loadable_and_refuses_overwrite(tmp_path):
+    train_prior(tiny_config(steps=2), tmp_path, progress=False, export=False)
+    torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    with pytest.raises(PerceptError, match="--resume"):
+        train_prior(tiny_config(steps=2), tmp_path, progress=False)
+    with pytest.raises(PerceptError, match="different config"):
+        train_prior(tiny_config(steps=3), tmp_path, resume=True, progress=False)
+
+
+def test_stop_request_catches_sigterm():
+    with runtime.StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested
+
+
+def test_learning_rate_schedule():
+    assert runtime.learning_rate(0, 1e-3, 10, 100) == pytest.approx(1e-4)
+    assert runtime.learning_rate(50, 1e-3, 10, 100) == pytest.approx(1e-3)
+    assert runtime.learning_rate(400, 1e-3, 10, 100) == pytest.approx(5e-4)
+
+
+def test_cli_trains_and_exports(tmp_path):
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps(tiny_config(steps=3, val_every=3).to_dict()))
+    out = tmp_path / "run"
+    assert (
+        train_main(
+            ["train", "prior", "--config", str(cfg_path), "--out", str(out), "--threads", "1"]
+        )
+        == 0
+    )
+    assert (out / "ema.safetensors").is_file()
+    card = json.loads((out / "ema.safetensors.json").read_text())
+    assert card["kind"] == "prior" and card["steps"] == 3 and card["val_psnr"] is not None
+    with pytest.raises(PerceptError, match="unknown config"):
+        train_main(["train", "prior", "--config", "no-such-config", "--out", str(tmp_path / "x")])
+
+
+def test_karras_sigmas_ascending_with_endpoints():
+    s = karras_sigmas(10, 0.002, 2.0, 7.0)
+    assert s[0].item() == pytest.approx(0.002) and s[-1].item() == pytest.approx(2.0)
+    assert (s[1:] > s[:-1]).all()
+
+
+def test_tiny_distillation_runs_and_keeps_boundary(tmp_path):
+    teacher = tmp_path / "teacher"
+    train_prior(tiny_config(steps=4, val_every=4), teacher, progress=False)
+    cfg = DistillConfig(
+        name="cm-test", teacher=str(teacher), num_scales=8, ema_decay=0.9, crop=32, batch_size=4,
+        steps=4, lr=1e-4, warmup_steps=1, bf16=False, train_images=8, val_images=2, val_crop=32,
+        log_every=1, val_every=4,
+    )  # fmt: skip
+    summary = train_distill(cfg, tmp_path / "cm", progress=False)
+    assert summary["step"] == 4 and summary["val_psnr"] is not None
+    losses = [r["loss"] for r in runtime.read_log(tmp_path / "cm") if "loss" in r]
+    assert len(losses) == 4 and all(l >= 0 and l == l for l in losses)  # noqa: E741
+    from percept.zoo import load_denoiser
+
+    cm = load_denoiser(tmp_path / "cm" / "ema.safetensors")
+    assert isinstance(cm, ConsistencyDenoiser)
+    x = torch.randn(1, 3, 24, 20)
+    assert torch.equal(cm(x, torch.tensor(cfg.sigma_min)), x)
+    assert cm(x, torch.tensor(0.5)).shape == x.shape
