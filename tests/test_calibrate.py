@@ -13,7 +13,7 @@ from percept.calibrate import (
     store_sigma,
 )
 from percept.denoisers import GaussianMixtureDenoiser
-from percept.enhance import enhance
+from percept.enhancer import enhance
 from percept.errors import PerceptError
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from percept.denoisers import GaussianFlowMap, GaussianMixtureDenoiser
-from percept.enhance import CompressAIOperator, enhance, enhance_decoded, operator_for_codec
+from percept.enhancer import CompressAIOperator, enhance, enhance_decoded, operator_for_codec
 from percept.errors import PerceptError
 from percept.interpolate import interpolate
 from percept.presets import PRESETS, is_consistency_model

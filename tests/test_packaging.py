@@ -50,3 +50,10 @@ def test_installed_version_matches_pyproject():
 
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert percept.__version__ == meta["version"]
+
+
+def test_top_level_api_exports_functions():
+    from percept import calibrate_sigma, enhance
+
+    assert callable(enhance) and callable(calibrate_sigma)
+    assert enhance.__name__ == "enhance" and calibrate_sigma.__name__ == "calibrate_sigma"

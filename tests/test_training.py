@@ -125,3 +125,26 @@ def test_tiny_distillation_runs_and_keeps_boundary(tmp_path):
     x = torch.randn(1, 3, 24, 20)
     assert torch.equal(cm(x, torch.tensor(cfg.sigma_min)), x)
     assert cm(x, torch.tensor(0.5)).shape == x.shape
+
+
+def test_init_from_published_weights_continues_step_count(tmp_path):
+    from percept.training.prior import export_model
+
+    cfg = tiny_config(steps=3)
+    train_prior(cfg, tmp_path / "first", progress=False, export=False)
+    weights = export_model(tmp_path / "first", tmp_path / "w.safetensors")
+    cfg2 = tiny_config(steps=5)
+    summary = train_prior(cfg2, tmp_path / "second", init_from=weights, progress=False, export=False)
+    assert summary["step"] == 5  # 3 steps from the card plus 2 new ones
+    ck = torch.load(tmp_path / "second" / "checkpoint.pt", weights_only=True)
+    assert ck["step"] == 5
+
+
+def test_init_from_refuses_another_network_shape(tmp_path):
+    from percept.training.prior import export_model
+
+    train_prior(tiny_config(steps=2), tmp_path / "first", progress=False, export=False)
+    weights = export_model(tmp_path / "first", tmp_path / "w.safetensors")
+    other = tiny_config(steps=4, unet={**TINY_UNET, "channels": [16, 32]})
+    with pytest.raises(PerceptError, match="another shape"):
+        train_prior(other, tmp_path / "second", init_from=weights, progress=False, export=False)

@@ -14,12 +14,13 @@ __all__ = ["__version__", "enhance", "calibrate_sigma"]
 
 def __getattr__(name: str):
     # Lazy so that `import percept` (and the CLI's start-up) stays light.
-    if name == "enhance":
-        from percept.enhance import enhance
+    # The enhancer lives in percept.enhancer (not percept.enhance) so that importing the module never
+    # shadows the function `percept.enhance`.
+    if name in ("enhance", "calibrate_sigma"):
+        import importlib
 
-        return enhance
-    if name == "calibrate_sigma":
-        from percept.calibrate import calibrate_sigma
-
-        return calibrate_sigma
+        module = importlib.import_module("percept.enhancer" if name == "enhance" else "percept.calibrate")
+        fn = getattr(module, name)
+        globals()[name] = fn
+        return fn
     raise AttributeError(f"module 'percept' has no attribute {name!r}")

@@ -154,7 +154,7 @@ def calibrate_sigma(
     Every trial draws image j's noise from the j-th seed derived from `seed` (common random numbers). Returns sigma (float), or
     (sigma, [(sigma, ratio), ...]) with return_history=True.
     """
-    from percept.enhance import enhance
+    from percept.enhancer import enhance
     from percept.samplers import per_image_generators
 
     pairs = list(images) if codec is None else decode_pairs(codec, images)
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from percept.codecs import get_codec
     from percept.data import imagenet_sample_paths
-    from percept.enhance import load_prior
+    from percept.enhancer import load_prior
     from percept.images import load_image
 
     paths = imagenet_sample_paths("val")[: args.images]

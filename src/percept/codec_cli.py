@@ -130,7 +130,7 @@ def decode(argv: list[str]) -> int:
     x_hat, record = decode_file(data, **options)
     if args.enhance is not None:
         try:
-            from percept.enhance import enhance_decoded
+            from percept.enhancer import enhance_decoded
         except ImportError:
             raise PerceptError("the enhancer is not available in this build") from None
         x_hat = enhance_decoded(x_hat, record, args)

@@ -157,9 +157,16 @@ def resolve(name_or_path: str | os.PathLike, registry: Path | None = None) -> tu
     return path, card
 
 
+def load_weights_and_card(name_or_path: str | os.PathLike, *, registry: Path | None = None):
+    """(state dict, card) of a zoo name or an exported .safetensors, after the sha256 check."""
+    from safetensors.torch import load_file
+
+    file, card = resolve(name_or_path, registry)
+    return load_file(file), card
+
+
 def load_denoiser(name_or_path: str | os.PathLike, *, registry: Path | None = None) -> nn.Module:
     """A Denoiser (eval mode, CPU) from a zoo name, a .safetensors path, or a training run directory."""
-    from safetensors.torch import load_file
 
     from percept.models import ConsistencyDenoiser, EDMDenoiser, UNet, UNetConfig
 
@@ -172,9 +179,9 @@ def load_denoiser(name_or_path: str | os.PathLike, *, registry: Path | None = No
         else:
             from percept.training.prior import load_run_denoiser
         return load_run_denoiser(path)
-    file, card = resolve(name_or_path, registry)
+    state, card = load_weights_and_card(name_or_path, registry=registry)
     net = UNet(UNetConfig.from_dict(card["unet"]))
-    net.load_state_dict(load_file(file))
+    net.load_state_dict(state)
     if card["kind"] == "prior":
         model: nn.Module = EDMDenoiser(net, card.get("sigma_data", 0.5))
     elif card["kind"] == "cm":

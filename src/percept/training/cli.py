@@ -38,6 +38,11 @@ def _prior_main(argv: list[str]) -> int:
     p.add_argument(
         "--max-steps", type=int, default=None, help="stop when the run has done N steps in total"
     )
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="start a new run from published weights (zoo name or .safetensors), e.g. percept-prior-s",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = p.parse_args(argv)
@@ -51,6 +56,7 @@ def _prior_main(argv: list[str]) -> int:
         max_minutes=args.max_minutes,
         max_steps=args.max_steps,
         device=args.device,
+        init_from=args.init_from,
     )
     print(json.dumps(summary))
     return 0

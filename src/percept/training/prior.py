@@ -127,10 +127,16 @@ def train_prior(
     device: str = "cpu",
     export: bool = True,
     progress: bool = True,
+    init_from: str | Path | None = None,
 ) -> dict:
     """Train (or resume) a prior in `run_dir`; returns a summary dict. Stops at `cfg.steps`,
     `max_steps` (total across resumes), after `max_minutes` of this session, or on SIGTERM/SIGINT,
-    always leaving a checkpoint."""
+    always leaving a checkpoint.
+
+    `init_from` (a zoo name or an exported .safetensors) starts a new run from published weights:
+    model and EMA take them, the step count and training time continue from their card, and the
+    optimizer starts afresh with a short re-warm-up. That is how a session continues the shipped
+    prior when the previous session's full checkpoint (optimizer state) is gone."""
     run_dir = Path(run_dir)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -161,6 +167,10 @@ def train_prior(
         step, offset = int(ck["step"]), float(ck["train_seconds"])
     else:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    rewarm_from = None
+    if init_from is not None and not resume:
+        step, offset = _load_published(init_from, cfg, model, ema)
+        rewarm_from = step
 
     train_images = load_split("train", cfg.train_images, min_side=cfg.crop)
     val_clean = center_crops(load_split("val", cfg.val_images, min_side=32), cfg.val_crop)
@@ -189,6 +199,8 @@ def train_prior(
             noise = torch.randn(x0.shape, generator=gen)
             for group in opt.param_groups:
                 group["lr"] = runtime.learning_rate(step, cfg.lr, cfg.warmup_steps, cfg.decay_start)
+                if rewarm_from is not None:
+                    group["lr"] *= min(1.0, (step - rewarm_from + 1) / REWARM_STEPS)
             with _autocast(dev, cfg.bf16):
                 loss = edm_loss(model, x0.to(dev), sigma.to(dev), noise.to(dev))
             opt.zero_grad(set_to_none=True)
@@ -229,6 +241,23 @@ def train_prior(
     if export:
         export_model(run_dir, run_dir / "ema.safetensors")
     return summary
+
+
+REWARM_STEPS = 100
+
+
+def _load_published(source: str | Path, cfg: PriorTrainConfig, model, ema) -> tuple[int, float]:
+    """Load exported EMA weights into `model` and `ema`; returns (steps, train_seconds) of their card."""
+    from percept.zoo import load_weights_and_card
+
+    state, card = load_weights_and_card(source)
+    if card.get("unet") != cfg.unet:
+        raise PerceptError(
+            f"{source} holds a network of another shape than config {cfg.name!r}: use its own config"
+        )
+    model.net.load_state_dict(state)
+    ema.net.load_state_dict(state)
+    return int(card.get("steps", 0)), float(card.get("train_seconds", 0.0))
 
 
 def export_model(run_dir: Path | str, out_path: Path | str) -> Path:
