@@ -13,6 +13,10 @@ class Codec(Protocol):
 
     `name` is the registry name, `quality` the user-facing quality knob (its range is per codec).
     bpp is always 8 * len(bytes) / (H * W), computed from real bytes (see `percept.container`).
+
+    Optional, duck-typed: `params` (a JSON-able dict recorded in the file header; `quality` is added
+    when missing) and `check_params(params)` (called by `decode_file` with the header's parameters,
+    to refuse a file this instance cannot decode, e.g. one made with other weights).
     """
 
     name: str

@@ -1,0 +1,328 @@
+"""The evaluation harness: codecs x qualities x methods over a dataset, written to a results file.
+
+``run`` encodes every image with every (codec, quality) through the real container (bpp counts the
+whole file, header included), decodes it, applies each method ("decode"; "enhance:PRESET:SIGMA",
+the paper's eq. 9-11 with a prior; "interp:ALPHA", eq. 12's blend of the decode and the first
+enhanced method) and records per-image metrics. After all images it computes set-level metrics per
+cell: SWD against the originals, and LPIPS/FID when their weights exist (else recorded as
+unavailable with the reason, never a number). The JSON is rewritten atomically after each image and
+every output is kept as a PNG beside it, so a killed run resumes where it stopped and gives the same
+rows as an uninterrupted one (timings aside).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from percept.container import bpp, decode_file, encode_image
+from percept.datasets import load_dataset
+from percept.errors import PerceptError
+from percept.images import load_image, quantize, save_png
+from percept.provenance import environment
+from percept.results import SCHEMA, format_summary, load_results, save_results
+
+DEEP_METRICS = ("lpips", "fid")
+MS_SSIM_MIN_SIDE = 161  # MS-SSIM's five scales need a short side above 160 px
+
+
+def parse_codecs(items: Sequence[str]) -> dict[str, list[int]]:
+    """["jpeg:5,15", "webp:30"] -> {"jpeg": [5, 15], "webp": [30]}."""
+    out: dict[str, list[int]] = {}
+    for item in items:
+        name, _, qs = item.partition(":")
+        try:
+            qualities = [int(q) for q in qs.split(",") if q.strip()]
+        except ValueError:
+            qualities = []
+        if not name or not qualities:
+            raise PerceptError(f"bad codec spec {item!r}: use NAME:Q1,Q2,... e.g. jpeg:5,15,30,50")
+        out.setdefault(name, []).extend(q for q in qualities if q not in out.get(name, []))
+    if not out:
+        raise PerceptError("no codecs given: use e.g. --codecs jpeg:5,15 webp:5,15")
+    return out
+
+
+def parse_method(method: str) -> tuple:
+    """"decode" | "enhance:PRESET:SIGMA" | "interp:ALPHA" -> a tuple (kind, *args)."""
+    parts = method.split(":")
+    try:
+        if parts == ["decode"]:
+            return ("decode",)
+        if parts[0] == "enhance" and len(parts) == 3:
+            return ("enhance", parts[1], parts[2] if parts[2] == "auto" else float(parts[2]))
+        if parts[0] == "interp" and len(parts) == 2 and 0 <= float(parts[1]) <= 1:
+            return ("interp", float(parts[1]))
+    except ValueError:
+        pass
+    raise PerceptError(
+        f"bad method {method!r}: use decode, enhance:PRESET:SIGMA (SIGMA a number or auto) or "
+        "interp:ALPHA (0..1)"
+    )
+
+
+def _prior_sha256(prior: str) -> str | None:
+    """SHA-256 of a zoo prior's weights (None for diffusers models, which carry their own ids)."""
+    try:
+        from percept.zoo import resolve, sha256_file
+
+        return sha256_file(resolve(prior)[0])
+    except (PerceptError, ImportError, OSError):
+        return None
+
+
+def _seed_for(seed: int, *key) -> torch.Generator:
+    """A generator that depends only on the cell and image, so resumed runs draw the same noise."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32("|".join(map(str, key)).encode()))
+
+
+def _cache_dir(out: Path) -> Path:
+    return out.parent / f"{out.stem}.images"
+
+
+def _png_path(cache: Path, image: str, codec: str, quality: int, method: str) -> Path:
+    return cache / f"{codec}-q{quality}" / method.replace(":", "_") / f"{image}.png"
+
+
+def _image_metrics(x: torch.Tensor, y: torch.Tensor, unavailable: dict) -> dict:
+    from percept import metrics
+
+    row = {"psnr": float(metrics.psnr(y, x)[0])}
+    row["ms_ssim"] = float(metrics.ms_ssim(y, x)[0]) if min(x.shape[-2:]) >= MS_SSIM_MIN_SIDE else None
+    try:
+        row["ssimulacra2"] = float(metrics.ssimulacra2(y, x)[0])
+    except metrics.MetricUnavailable as exc:
+        unavailable["ssimulacra2"] = str(exc)
+        row["ssimulacra2"] = None
+    return row
+
+
+def _outputs(x_hat, t_dec, parsed, methods, denoiser, config, image, codec, quality):
+    """Each method's output image and its wall time (decode + whatever the method adds)."""
+    from percept.enhancer import PAD_MULTIPLE, enhance
+    from percept.interpolate import interpolate
+    from percept.tiling import pad_to_multiple
+
+    outs: dict[str, tuple[torch.Tensor, float]] = {}
+    first_enhanced = next((m for m, p in zip(methods, parsed) if p[0] == "enhance"), None)
+    for method, p in sorted(zip(methods, parsed), key=lambda mp: mp[1][0] == "interp"):
+        start = time.perf_counter()
+        if p[0] == "decode":
+            y, extra = x_hat, 0.0
+        elif p[0] == "enhance":
+            h, w = x_hat.shape[-2:]
+            gen = _seed_for(config["seed"], image, codec, quality, method)
+            x_in = pad_to_multiple(x_hat, PAD_MULTIPLE)[0]
+            y = enhance(x_in, denoiser, p[2], p[1], generator=gen, codec=codec, quality=quality,
+                        prior_name=config["prior"])[..., :h, :w]
+            extra = time.perf_counter() - start
+        else:
+            enhanced, t_enh = outs[first_enhanced]
+            y = interpolate(x_hat, enhanced, p[1])
+            extra = t_enh - t_dec + time.perf_counter() - start
+        outs[method] = (quantize(y.float()), t_dec + extra)
+    return outs
+
+
+def _cells(images, config, cache, deep_metrics, deep_status, progress) -> list[dict]:
+    """Set-level metrics per (codec, quality, method), from the cached PNGs."""
+    from percept import metrics
+
+    references = [img.image for img in images]
+    keys = [(c, q, m) for c, qs in config["codecs"].items() for q in qs for m in config["methods"]]
+    cells = []
+    for codec, quality, method in tqdm(keys, desc="set metrics", disable=not progress):
+        tests = [load_image(_png_path(cache, i.name, codec, quality, method))[0] for i in images]
+        s = metrics.swd(references, tests, seeds=config["swd_seeds"])
+        cell = {"codec": codec, "quality": quality, "method": method, "n": len(tests),
+                "swd": {"mean": s.mean, "std": s.std, "per_seed": list(s.per_seed),
+                        "normalization": s.normalization}}
+        for name in deep_metrics:
+            if name in deep_status:  # already failed once: the same reason holds for every cell
+                cell[name] = deep_status[name]
+                continue
+            try:
+                if name == "lpips":
+                    value = float(torch.cat([metrics.lpips(t, r) for t, r in zip(tests, references)]).mean())
+                else:
+                    value = float(metrics.fid(references, tests))
+                cell[name] = {"available": True, "value": value}
+            except metrics.MetricUnavailable as exc:
+                deep_status[name] = cell[name] = {"available": False, "reason": str(exc)}
+        cells.append(cell)
+    return cells
+
+
+def run(
+    dataset: str,
+    codecs: dict[str, list[int]],
+    methods: Sequence[str] = ("decode",),
+    *,
+    out: str | Path,
+    crop: str | None = None,
+    limit: int | None = None,
+    prior: str | None = None,
+    seed: int = 0,
+    swd_seeds: Sequence[int] = (0, 1, 2, 3),
+    deep_metrics: Sequence[str] = DEEP_METRICS,
+    name: str | None = None,
+    description: str = "",
+    overwrite: bool = False,
+    progress: bool = True,
+    on_image: Callable[[int, str], None] | None = None,
+) -> dict:
+    """Evaluate ``codecs`` ({name: [qualities]}) x ``methods`` on ``dataset``; write and return results.
+
+    Resumes from ``out`` when it holds a run with the same config (``limit`` may differ: a larger
+    one extends the run); a different config raises ``PerceptError`` unless ``overwrite``.
+    ``on_image(done, name)`` is called after each image is saved (tests use it to interrupt a run).
+    """
+    from percept.codecs import get_codec
+
+    out = Path(out)
+    parsed = [parse_method(m) for m in methods]
+    unknown = set(deep_metrics) - set(DEEP_METRICS)
+    if unknown:
+        raise PerceptError(f"unknown deep metrics {sorted(unknown)}: choose from {DEEP_METRICS}")
+    if any(p[0] == "enhance" for p in parsed) and not prior:
+        raise PerceptError("enhance methods need --prior NAME_OR_PATH (a zoo name, file or diffusers folder)")
+    if any(p[0] == "interp" for p in parsed) and not any(p[0] == "enhance" for p in parsed):
+        raise PerceptError("interp:ALPHA blends the decode with an enhance method: add one")
+    coders = {(c, q): get_codec(c, q) for c, qs in codecs.items() for q in qs}  # fail before work
+    config = {
+        "dataset": dataset, "crop": crop, "limit": limit,
+        "codecs": {c: list(qs) for c, qs in codecs.items()}, "methods": list(methods),
+        "prior": prior, "prior_sha256": _prior_sha256(prior) if prior else None,
+        "seed": seed, "swd_seeds": list(swd_seeds), "deep_metrics": list(deep_metrics),
+    }
+    cache = _cache_dir(out)
+    done: dict[str, list[dict]] = {}
+    if out.exists() and not overwrite:
+        old = load_results(out)
+        same = {k: v for k, v in old["config"].items() if k != "limit"}
+        if same != {k: v for k, v in config.items() if k != "limit"}:
+            diff = sorted(k for k in config if k != "limit" and old["config"].get(k) != config[k])
+            raise PerceptError(
+                f"{out} holds a run with a different config ({', '.join(diff)}): use another --out "
+                "or --overwrite to start again"
+            )
+        for row in old["rows"]:
+            done.setdefault(row["image"], []).append(row)
+    elif overwrite and cache.exists():
+        shutil.rmtree(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    images = load_dataset(dataset, crop=crop, limit=limit)
+    denoiser = None
+    if prior:
+        from percept.enhancer import load_prior
+
+        denoiser = load_prior(prior)
+    results = {
+        "schema": SCHEMA,
+        "name": name or out.stem,
+        "description": description or f"{', '.join(codecs)} on {dataset}",
+        "environment": environment(),
+        "config": config,
+        "unavailable": {},
+        "rows": [],
+        "cells": [],
+    }
+    per_image = len(coders) * len(methods)
+
+    def flush() -> None:
+        results["rows"] = [r for img in images for r in done.get(img.name, [])]
+        save_results(out, results)
+
+    for index, item in enumerate(tqdm(images, desc="images", disable=not progress)):
+        rows = done.get(item.name, [])
+        pngs = all(_png_path(cache, item.name, r["codec"], r["quality"], r["method"]).is_file() for r in rows)
+        if len(rows) == per_image and pngs:
+            continue
+        rows = []
+        for (codec, quality), coder in coders.items():
+            data = encode_image(item.image, coder)
+            start = time.perf_counter()
+            x_hat, _ = decode_file(data)
+            t_dec = time.perf_counter() - start
+            outs = _outputs(x_hat, t_dec, parsed, list(methods), denoiser, config, item.name, codec, quality)
+            for method in methods:
+                y, seconds = outs[method]
+                png = _png_path(cache, item.name, codec, quality, method)
+                png.parent.mkdir(parents=True, exist_ok=True)
+                save_png(y, png)
+                row = {"image": item.name, "codec": codec, "quality": quality, "method": method,
+                       "bytes": len(data), "bpp": bpp(data, *item.image.shape[-2:])}
+                row.update(_image_metrics(item.image, y, results["unavailable"]))
+                row["decode_s"] = seconds
+                rows.append(row)
+        done[item.name] = rows
+        flush()
+        if on_image is not None:
+            on_image(index + 1, item.name)
+    results["cells"] = _cells(images, config, cache, deep_metrics, {}, progress)
+    flush()
+    return results
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="percept eval", description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", default="kodak", help="kodak, imagenet-sample[:val], skimage or a folder")
+    p.add_argument("--crop", default=None, help="centerN (scale + crop, paper 1) or cropN")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--codecs", nargs="+", required=True, help="NAME:Q1,Q2,... e.g. jpeg:5,15,30,50")
+    p.add_argument("--methods", nargs="+", default=["decode"],
+                   help="decode | enhance:PRESET:SIGMA | interp:ALPHA")
+    p.add_argument("--prior", default=None, help="prior for enhance methods (zoo name, file, diffusers folder)")
+    p.add_argument("--sigmas", nargs="+", default=[], help="shorthand: adds enhance:PRESET:SIGMA for each")
+    p.add_argument("--preset", default="medium", help="preset used with --sigmas")
+    p.add_argument("--seed", type=int, default=0, help="seed of the enhancer's noise")
+    p.add_argument("--swd-seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    p.add_argument("--deep-metrics", nargs="*", default=list(DEEP_METRICS), help="lpips fid (or none)")
+    p.add_argument("--out", required=True, help="results JSON (decoded PNGs go to OUT_STEM.images/)")
+    p.add_argument("--name", default=None)
+    p.add_argument("--description", default="")
+    p.add_argument("--overwrite", action="store_true", help="discard a previous run in --out")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse errors are user errors: exit 2 via PerceptError
+        raise PerceptError(message)
+
+
+def main(argv: list[str]) -> int:
+    """`percept eval [options]` runs a grid; `percept eval summary FILE [--reference CODEC]` prints one."""
+    args = list(argv[1:])
+    if args[:1] == ["summary"]:
+        p = _Parser(prog="percept eval summary")
+        p.add_argument("file")
+        p.add_argument("--reference", default=None)
+        a = p.parse_args(args[1:])
+        results = load_results(a.file)
+        print(format_summary(results, a.reference))
+        return 0
+    parser = _parser()
+    parser.__class__ = _Parser
+    a = parser.parse_args(args)
+    out = Path(a.out)
+    if not out.parent.is_dir():
+        raise PerceptError(f"cannot write {out}: directory {out.parent} does not exist")
+    methods = list(a.methods) + [f"enhance:{a.preset}:{s}" for s in a.sigmas]
+    start = time.perf_counter()
+    results = run(
+        a.dataset, parse_codecs(a.codecs), methods, out=out, crop=a.crop, limit=a.limit,
+        prior=a.prior, seed=a.seed, swd_seeds=a.swd_seeds, deep_metrics=a.deep_metrics,
+        name=a.name, description=a.description, overwrite=a.overwrite, progress=not a.no_progress,
+    )
+    print(format_summary(results))
+    print(f"\nwrote {out} ({len(results['rows'])} rows) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0

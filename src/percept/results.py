@@ -1,0 +1,134 @@
+"""Results files of `percept eval` (schema ``percept.results/1``) and their summaries.
+
+A results file is CompressAI-like ``{name, description, ...}`` JSON with per-image ``rows`` (one per
+image x codec x quality x method) and set-level ``cells`` (one per codec x quality x method: SWD and
+the deep metrics, which are ``{"available": false, "reason": ...}`` when their weights are missing).
+``summarize`` averages rows per cell; ``bd_table`` gives Bjontegaard deltas against a reference codec.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from percept.errors import PerceptError
+from percept.images import atomic_write_bytes
+from percept.metrics import bd_rate
+
+SCHEMA = "percept.results/1"
+TIMING_FIELDS = ("decode_s",)  # differ between runs; everything else is deterministic
+PER_IMAGE = ("bytes", "bpp", "psnr", "ms_ssim", "ssimulacra2", "decode_s")
+CELL_KEYS = ("codec", "quality", "method")
+
+
+def load_results(path: str | Path) -> dict:
+    """Read a results file, checking its schema."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PerceptError(f"no results file at {path}") from None
+    except ValueError as exc:
+        raise PerceptError(f"{path} is not valid JSON ({exc}); delete it or use --overwrite") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise PerceptError(f"{path} is not a {SCHEMA} results file")
+    return data
+
+
+def save_results(path: str | Path, results: dict) -> None:
+    """Write a results file atomically (a killed run leaves the previous complete version)."""
+    text = json.dumps(results, indent=1, sort_keys=False, allow_nan=True)
+    atomic_write_bytes(path, (text + "\n").encode())
+
+
+def strip_timings(results: dict) -> dict:
+    """Rows and cells without wall-clock fields: what must match between a fresh and a resumed run."""
+    rows = [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in results["rows"]]
+    return {"config": results["config"], "rows": rows, "cells": results["cells"]}
+
+
+def _cell_frame(results: dict) -> pd.DataFrame:
+    cells = []
+    for cell in results.get("cells", []):
+        entry = {k: cell[k] for k in CELL_KEYS}
+        swd = cell.get("swd", {})
+        entry["swd"] = swd.get("mean", math.nan)
+        entry["swd_std"] = swd.get("std", math.nan)
+        for name in ("lpips", "fid"):
+            metric = cell.get(name, {})
+            entry[name] = metric.get("value", math.nan) if metric.get("available") else math.nan
+        cells.append(entry)
+    return pd.DataFrame(cells, columns=[*CELL_KEYS, "swd", "swd_std", "lpips", "fid"])
+
+
+def summarize(results: dict) -> pd.DataFrame:
+    """One row per (codec, quality, method): per-image means plus the cell's set-level metrics."""
+    rows = pd.DataFrame(results["rows"])
+    if rows.empty:
+        return pd.DataFrame(columns=[*CELL_KEYS, *PER_IMAGE, "n", "swd", "swd_std"])
+    rows = rows.astype({c: float for c in PER_IMAGE if c in rows})
+    grouped = rows.groupby(list(CELL_KEYS), sort=False)
+    means = grouped[[c for c in PER_IMAGE if c in rows]].mean()
+    means["n"] = grouped.size()
+    table = means.reset_index().merge(_cell_frame(results), on=list(CELL_KEYS), how="left")
+    return table.dropna(axis=1, how="all")
+
+
+def bd_table(results: dict, reference: str | None = None) -> pd.DataFrame:
+    """BD-rate (%) of every codec against ``reference`` (default: the first codec of the run).
+
+    Per method, on the mean-bpp curves: vs PSNR (higher is better) and vs SWD (lower is better).
+    Negative = fewer bits for the same quality. NaN where the curves do not overlap or a codec has
+    fewer than two qualities.
+    """
+    table = summarize(results)
+    codecs = list(results["config"]["codecs"])
+    reference = reference or codecs[0]
+    if reference not in codecs:
+        raise PerceptError(f"reference codec {reference!r} is not in the results ({', '.join(codecs)})")
+    out = []
+    for method, part in table.groupby("method", sort=False):
+        ref = part[part.codec == reference].sort_values("bpp")
+        for codec in codecs:
+            if codec == reference:
+                continue
+            test = part[part.codec == codec].sort_values("bpp")
+            entry = {"codec": codec, "reference": reference, "method": method}
+            for metric, higher in (("psnr", True), ("swd", False)):
+                entry[f"bd_rate_{metric}"] = _safe_bd(ref, test, metric, higher)
+            out.append(entry)
+    return pd.DataFrame(out, columns=["codec", "reference", "method", "bd_rate_psnr", "bd_rate_swd"])
+
+
+def _safe_bd(ref: pd.DataFrame, test: pd.DataFrame, metric: str, higher: bool) -> float:
+    if metric not in ref or len(ref) < 2 or len(test) < 2:
+        return math.nan
+    try:
+        return bd_rate(ref.bpp, ref[metric], test.bpp, test[metric], higher_is_better=higher)
+    except ValueError:  # e.g. two qualities with the same metric value: no curve to integrate
+        return math.nan
+
+
+def format_summary(results: dict, reference: str | None = None) -> str:
+    """The `percept eval` printout: a table per codec and the BD-rate table."""
+    table = summarize(results)
+    cols = [c for c in ("quality", "method", "n", "bpp", "psnr", "ms_ssim", "ssimulacra2", "swd",
+                        "swd_std", "decode_s") if c in table]
+    parts = [f"{results['name']}: {results['description']}"]
+    for codec, part in table.groupby("codec", sort=False):
+        parts += ["", f"== {codec} ==", part[cols].to_string(index=False, float_format="%.4g")]
+    bd = bd_table(results, reference)
+    if not bd.empty:
+        parts += ["", "BD-rate (%) vs the reference codec (negative = fewer bits for the same quality):",
+                  bd.to_string(index=False, float_format="%.2f")]
+    unavailable = {
+        name: cell[name]["reason"]
+        for cell in results["cells"]
+        for name in ("lpips", "fid")
+        if name in cell and not cell[name].get("available")
+    }
+    parts += [f"{name}: unavailable ({reason})" for name, reason in unavailable.items()]
+    return "\n".join(parts)

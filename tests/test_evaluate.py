@@ -1,0 +1,164 @@
+"""The evaluation harness: complete rows, real bpp, resume, config checks, unavailable metrics, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from percept import cli, evaluate
+from percept.codecs import get_codec
+from percept.container import encode_image
+from percept.datasets import load_dataset
+from percept.errors import PerceptError
+from percept.metrics import MetricUnavailable
+from percept.results import bd_table, load_results, strip_timings, summarize
+
+GRID = {"jpeg": [10, 40]}
+OPTIONS = dict(crop="crop128", limit=2, swd_seeds=(0, 1), progress=False)
+
+
+@pytest.fixture(autouse=True)
+def offline_deep_metrics(monkeypatch):
+    """LPIPS/FID as they behave here without weights, without waiting for a failed download."""
+
+    def unavailable(*args, **kwargs):
+        raise MetricUnavailable("weights not cached (test)")
+
+    from percept.metrics import deep
+
+    monkeypatch.setattr(deep, "lpips", unavailable)
+    monkeypatch.setattr(deep, "fid", unavailable)
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    from percept.metrics import deep
+
+    def unavailable(*args, **kwargs):
+        raise MetricUnavailable("weights not cached (test)")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(deep, "lpips", unavailable)
+        mp.setattr(deep, "fid", unavailable)
+        out = tmp_path_factory.mktemp("fresh") / "r.json"
+        results = evaluate.run("skimage", GRID, out=out, **OPTIONS)
+    return out, results
+
+
+def test_rows_complete_and_bpp_from_file_bytes(fresh):
+    out, results = fresh
+    assert load_results(out) == json.loads(json.dumps(results))
+    images = load_dataset("skimage", crop="crop128", limit=2)
+    assert len(results["rows"]) == len(images) * 2
+    for row in results["rows"]:
+        assert set(row) >= {"image", "codec", "quality", "method", "bytes", "bpp", "psnr",
+                            "ms_ssim", "ssimulacra2", "decode_s"}
+        image = next(i.image for i in images if i.name == row["image"])
+        data = encode_image(image, get_codec(row["codec"], row["quality"]))
+        assert row["bytes"] == len(data)
+        assert row["bpp"] == pytest.approx(8 * len(data) / (128 * 128))
+        assert row["ms_ssim"] is None  # 128 px is too small for five MS-SSIM scales
+        assert 15 < row["psnr"] < 50 and row["decode_s"] > 0
+    q10 = [r["bpp"] for r in results["rows"] if r["quality"] == 10]
+    q40 = [r["bpp"] for r in results["rows"] if r["quality"] == 40]
+    assert all(a < b for a, b in zip(q10, q40))
+    assert results["schema"] == "percept.results/1" and "git_commit" in results["environment"]
+    assert len(results["cells"]) == 2
+    for cell in results["cells"]:
+        assert cell["n"] == 2 and cell["swd"]["mean"] > 0 and len(cell["swd"]["per_seed"]) == 2
+    for q in GRID["jpeg"]:
+        for image in images:
+            assert (out.parent / "r.images" / f"jpeg-q{q}" / "decode" / f"{image.name}.png").is_file()
+
+
+def test_unavailable_metric_recorded_not_a_number(fresh):
+    for cell in fresh[1]["cells"]:
+        for name in ("lpips", "fid"):
+            assert cell[name] == {"available": False, "reason": "weights not cached (test)"}
+    assert "lpips" not in summarize(fresh[1]).columns
+
+
+def test_resume_after_interruption_matches_uninterrupted(fresh, tmp_path):
+    out = tmp_path / "r.json"
+
+    def stop(done, name):
+        if done == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.run("skimage", GRID, out=out, on_image=stop, **OPTIONS)
+    partial = load_results(out)
+    assert len(partial["rows"]) == 2 and partial["cells"] == []
+    seen = []
+    resumed = evaluate.run("skimage", GRID, out=out, on_image=lambda d, n: seen.append(n), **OPTIONS)
+    assert len(seen) == 1  # the first image was not redone
+    assert resumed["rows"][:2] == partial["rows"]  # timings included: taken from the first run
+    assert strip_timings(resumed) == strip_timings(fresh[1])
+    again = evaluate.run("skimage", GRID, out=out, **OPTIONS)
+    assert strip_timings(again) == strip_timings(fresh[1])
+
+
+def test_config_mismatch_is_an_error_unless_overwrite(fresh, tmp_path):
+    out = tmp_path / "r.json"
+    out.write_text(fresh[0].read_text())
+    with pytest.raises(PerceptError, match="different config.*codecs"):
+        evaluate.run("skimage", {"jpeg": [10, 41]}, out=out, **OPTIONS)
+    results = evaluate.run("skimage", {"jpeg": [41]}, out=out, overwrite=True, **OPTIONS)
+    assert {r["quality"] for r in results["rows"]} == {41}
+
+
+def test_bad_methods_and_specs():
+    with pytest.raises(PerceptError, match="bad method"):
+        evaluate.parse_method("enhance:fast")
+    with pytest.raises(PerceptError, match="bad method"):
+        evaluate.parse_method("interp:1.5")
+    assert evaluate.parse_method("enhance:fast:0.3") == ("enhance", "fast", 0.3)
+    with pytest.raises(PerceptError, match="NAME:Q1"):
+        evaluate.parse_codecs(["jpeg"])
+    assert evaluate.parse_codecs(["jpeg:5,15", "webp:30"]) == {"jpeg": [5, 15], "webp": [30]}
+    with pytest.raises(PerceptError, match="--prior"):
+        evaluate.run("skimage", GRID, ["decode", "enhance:fast:0.3"], out="unused.json")
+
+
+@pytest.mark.parametrize(
+    "args", [["--codecs", "nope:5"], ["--codecs", "jpeg"], ["--codecs", "jpeg:5", "--methods", "x"]]
+)
+def test_cli_exit_code_2(args, tmp_path, capsys):
+    assert cli.main(["eval", "--dataset", "skimage", *args, "--out", str(tmp_path / "r.json")]) == 2
+    assert "percept eval: error:" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_cli_summary(fresh, capsys):
+    assert cli.main(["eval", "summary", str(fresh[0])]) == 0
+    text = capsys.readouterr().out
+    assert "== jpeg ==" in text and "ssimulacra2" in text and "lpips: unavailable" in text
+
+
+def _synthetic(codecs: dict[str, float]) -> dict:
+    """Two codecs whose curves differ by a constant rate factor: BD-rate is that factor."""
+    rows, cells = [], []
+    for codec, factor in codecs.items():
+        for q, (rate, quality, realism) in enumerate([(0.2, 26, 90), (0.4, 29, 70), (0.8, 32, 50)]):
+            rows.append({"image": "a", "codec": codec, "quality": q, "method": "decode", "bytes": 1,
+                         "bpp": rate * factor, "psnr": quality, "ssimulacra2": 50.0, "decode_s": 0.1})
+            cells.append({"codec": codec, "quality": q, "method": "decode", "swd": {"mean": realism, "std": 1}})
+    return {"name": "s", "description": "", "config": {"codecs": {c: [0, 1, 2] for c in codecs}},
+            "rows": rows, "cells": cells}
+
+
+def test_summarize_and_bd_table():
+    results = _synthetic({"ref": 1.0, "half": 0.5})
+    table = summarize(results)
+    assert list(table.bpp[table.codec == "half"]) == pytest.approx([0.1, 0.2, 0.4])
+    assert list(table.swd[table.codec == "ref"]) == [90, 70, 50]
+    bd = bd_table(results).iloc[0]
+    assert bd.codec == "half" and bd.reference == "ref"
+    assert bd.bd_rate_psnr == pytest.approx(-50.0, abs=1e-6)
+    assert bd.bd_rate_swd == pytest.approx(-50.0, abs=1e-6)
+    assert bd_table(results, "half").iloc[0].bd_rate_psnr == pytest.approx(100.0, abs=1e-6)
+    with pytest.raises(PerceptError, match="reference codec"):
+        bd_table(results, "jpeg")
+    assert math.isnan(bd_table(_synthetic({"ref": 1.0, "far": 100.0})).iloc[0].bd_rate_psnr)
