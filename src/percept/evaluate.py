@@ -28,10 +28,15 @@ from percept.datasets import load_dataset
 from percept.errors import PerceptError
 from percept.images import load_image, quantize, save_png
 from percept.provenance import environment
-from percept.results import SCHEMA, format_summary, load_results, save_results
-
-DEEP_METRICS = ("lpips", "fid")
-MS_SSIM_MIN_SIDE = 161  # MS-SSIM's five scales need a short side above 160 px
+from percept.results import (
+    DEEP_METRICS,
+    SCHEMA,
+    format_summary,
+    image_metrics,
+    load_results,
+    save_results,
+    set_metrics,
+)
 
 
 def parse_codecs(items: Sequence[str]) -> dict[str, list[int]]:
@@ -52,7 +57,7 @@ def parse_codecs(items: Sequence[str]) -> dict[str, list[int]]:
 
 
 def parse_method(method: str) -> tuple:
-    """"decode" | "enhance:PRESET:SIGMA" | "interp:ALPHA" -> a tuple (kind, *args)."""
+    """ "decode" | "enhance:PRESET:SIGMA" | "interp:ALPHA" -> a tuple (kind, *args)."""
     parts = method.split(":")
     try:
         if parts == ["decode"]:
@@ -81,7 +86,9 @@ def _prior_sha256(prior: str) -> str | None:
 
 def _seed_for(seed: int, *key) -> torch.Generator:
     """A generator that depends only on the cell and image, so resumed runs draw the same noise."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32("|".join(map(str, key)).encode()))
+    return torch.Generator().manual_seed(
+        seed * 1_000_003 + zlib.crc32("|".join(map(str, key)).encode())
+    )
 
 
 def _cache_dir(out: Path) -> Path:
@@ -90,19 +97,6 @@ def _cache_dir(out: Path) -> Path:
 
 def _png_path(cache: Path, image: str, codec: str, quality: int, method: str) -> Path:
     return cache / f"{codec}-q{quality}" / method.replace(":", "_") / f"{image}.png"
-
-
-def _image_metrics(x: torch.Tensor, y: torch.Tensor, unavailable: dict) -> dict:
-    from percept import metrics
-
-    row = {"psnr": float(metrics.psnr(y, x)[0])}
-    row["ms_ssim"] = float(metrics.ms_ssim(y, x)[0]) if min(x.shape[-2:]) >= MS_SSIM_MIN_SIDE else None
-    try:
-        row["ssimulacra2"] = float(metrics.ssimulacra2(y, x)[0])
-    except metrics.MetricUnavailable as exc:
-        unavailable["ssimulacra2"] = str(exc)
-        row["ssimulacra2"] = None
-    return row
 
 
 def _outputs(x_hat, t_dec, parsed, methods, denoiser, config, image, codec, quality):
@@ -121,8 +115,16 @@ def _outputs(x_hat, t_dec, parsed, methods, denoiser, config, image, codec, qual
             h, w = x_hat.shape[-2:]
             gen = _seed_for(config["seed"], image, codec, quality, method)
             x_in = pad_to_multiple(x_hat, PAD_MULTIPLE)[0]
-            y = enhance(x_in, denoiser, p[2], p[1], generator=gen, codec=codec, quality=quality,
-                        prior_name=config["prior"])[..., :h, :w]
+            y = enhance(
+                x_in,
+                denoiser,
+                p[2],
+                p[1],
+                generator=gen,
+                codec=codec,
+                quality=quality,
+                prior_name=config["prior"],
+            )[..., :h, :w]
             extra = time.perf_counter() - start
         else:
             enhanced, t_enh = outs[first_enhanced]
@@ -132,31 +134,15 @@ def _outputs(x_hat, t_dec, parsed, methods, denoiser, config, image, codec, qual
     return outs
 
 
-def _cells(images, config, cache, deep_metrics, deep_status, progress) -> list[dict]:
+def _cells(images, config, cache, deep_metrics, progress) -> list[dict]:
     """Set-level metrics per (codec, quality, method), from the cached PNGs."""
-    from percept import metrics
-
     references = [img.image for img in images]
     keys = [(c, q, m) for c, qs in config["codecs"].items() for q in qs for m in config["methods"]]
-    cells = []
+    cells, deep_status = [], {}
     for codec, quality, method in tqdm(keys, desc="set metrics", disable=not progress):
         tests = [load_image(_png_path(cache, i.name, codec, quality, method))[0] for i in images]
-        s = metrics.swd(references, tests, seeds=config["swd_seeds"])
-        cell = {"codec": codec, "quality": quality, "method": method, "n": len(tests),
-                "swd": {"mean": s.mean, "std": s.std, "per_seed": list(s.per_seed),
-                        "normalization": s.normalization}}
-        for name in deep_metrics:
-            if name in deep_status:  # already failed once: the same reason holds for every cell
-                cell[name] = deep_status[name]
-                continue
-            try:
-                if name == "lpips":
-                    value = float(torch.cat([metrics.lpips(t, r) for t, r in zip(tests, references)]).mean())
-                else:
-                    value = float(metrics.fid(references, tests))
-                cell[name] = {"available": True, "value": value}
-            except metrics.MetricUnavailable as exc:
-                deep_status[name] = cell[name] = {"available": False, "reason": str(exc)}
+        cell = {"codec": codec, "quality": quality, "method": method}
+        cell.update(set_metrics(references, tests, config["swd_seeds"], deep_metrics, deep_status))
         cells.append(cell)
     return cells
 
@@ -193,15 +179,23 @@ def run(
     if unknown:
         raise PerceptError(f"unknown deep metrics {sorted(unknown)}: choose from {DEEP_METRICS}")
     if any(p[0] == "enhance" for p in parsed) and not prior:
-        raise PerceptError("enhance methods need --prior NAME_OR_PATH (a zoo name, file or diffusers folder)")
+        raise PerceptError(
+            "enhance methods need --prior NAME_OR_PATH (a zoo name, file or diffusers folder)"
+        )
     if any(p[0] == "interp" for p in parsed) and not any(p[0] == "enhance" for p in parsed):
         raise PerceptError("interp:ALPHA blends the decode with an enhance method: add one")
     coders = {(c, q): get_codec(c, q) for c, qs in codecs.items() for q in qs}  # fail before work
     config = {
-        "dataset": dataset, "crop": crop, "limit": limit,
-        "codecs": {c: list(qs) for c, qs in codecs.items()}, "methods": list(methods),
-        "prior": prior, "prior_sha256": _prior_sha256(prior) if prior else None,
-        "seed": seed, "swd_seeds": list(swd_seeds), "deep_metrics": list(deep_metrics),
+        "dataset": dataset,
+        "crop": crop,
+        "limit": limit,
+        "codecs": {c: list(qs) for c, qs in codecs.items()},
+        "methods": list(methods),
+        "prior": prior,
+        "prior_sha256": _prior_sha256(prior) if prior else None,
+        "seed": seed,
+        "swd_seeds": list(swd_seeds),
+        "deep_metrics": list(deep_metrics),
     }
     cache = _cache_dir(out)
     done: dict[str, list[dict]] = {}
@@ -243,7 +237,10 @@ def run(
 
     for index, item in enumerate(tqdm(images, desc="images", disable=not progress)):
         rows = done.get(item.name, [])
-        pngs = all(_png_path(cache, item.name, r["codec"], r["quality"], r["method"]).is_file() for r in rows)
+        pngs = all(
+            _png_path(cache, item.name, r["codec"], r["quality"], r["method"]).is_file()
+            for r in rows
+        )
         if len(rows) == per_image and pngs:
             continue
         rows = []
@@ -252,51 +249,58 @@ def run(
             start = time.perf_counter()
             x_hat, _ = decode_file(data)
             t_dec = time.perf_counter() - start
-            outs = _outputs(x_hat, t_dec, parsed, list(methods), denoiser, config, item.name, codec, quality)
+            outs = _outputs(
+                x_hat, t_dec, parsed, list(methods), denoiser, config, item.name, codec, quality
+            )
             for method in methods:
                 y, seconds = outs[method]
                 png = _png_path(cache, item.name, codec, quality, method)
                 png.parent.mkdir(parents=True, exist_ok=True)
                 save_png(y, png)
-                row = {"image": item.name, "codec": codec, "quality": quality, "method": method,
-                       "bytes": len(data), "bpp": bpp(data, *item.image.shape[-2:])}
-                row.update(_image_metrics(item.image, y, results["unavailable"]))
+                row = {
+                    "image": item.name,
+                    "codec": codec,
+                    "quality": quality,
+                    "method": method,
+                    "bytes": len(data),
+                    "bpp": bpp(data, *item.image.shape[-2:]),
+                }
+                row.update(image_metrics(item.image, y, results["unavailable"]))
                 row["decode_s"] = seconds
                 rows.append(row)
         done[item.name] = rows
         flush()
         if on_image is not None:
             on_image(index + 1, item.name)
-    results["cells"] = _cells(images, config, cache, deep_metrics, {}, progress)
+    results["cells"] = _cells(images, config, cache, deep_metrics, progress)
     flush()
     return results
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="percept eval", description=__doc__.split("\n")[0])
-    p.add_argument("--dataset", default="kodak", help="kodak, imagenet-sample[:val], skimage or a folder")
-    p.add_argument("--crop", default=None, help="centerN (scale + crop, paper 1) or cropN")
-    p.add_argument("--limit", type=int, default=None, help="only the first N images")
-    p.add_argument("--codecs", nargs="+", required=True, help="NAME:Q1,Q2,... e.g. jpeg:5,15,30,50")
-    p.add_argument("--methods", nargs="+", default=["decode"],
-                   help="decode | enhance:PRESET:SIGMA | interp:ALPHA")
-    p.add_argument("--prior", default=None, help="prior for enhance methods (zoo name, file, diffusers folder)")
-    p.add_argument("--sigmas", nargs="+", default=[], help="shorthand: adds enhance:PRESET:SIGMA for each")
-    p.add_argument("--preset", default="medium", help="preset used with --sigmas")
-    p.add_argument("--seed", type=int, default=0, help="seed of the enhancer's noise")
-    p.add_argument("--swd-seeds", type=int, nargs="+", default=[0, 1, 2, 3])
-    p.add_argument("--deep-metrics", nargs="*", default=list(DEEP_METRICS), help="lpips fid (or none)")
-    p.add_argument("--out", required=True, help="results JSON (decoded PNGs go to OUT_STEM.images/)")
-    p.add_argument("--name", default=None)
-    p.add_argument("--description", default="")
-    p.add_argument("--overwrite", action="store_true", help="discard a previous run in --out")
-    p.add_argument("--no-progress", action="store_true")
-    return p
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse errors are user errors: exit 2 via PerceptError
         raise PerceptError(message)
+
+
+_OPTIONS: list[tuple[str, dict]] = [
+    ("--dataset", {"default": "kodak", "help": "kodak, imagenet-sample[:val], skimage, a folder"}),
+    ("--crop", {"help": "centerN (scale + crop, paper 1) or cropN"}),
+    ("--limit", {"type": int, "help": "only the first N images (a larger N extends a run)"}),
+    ("--codecs", {"nargs": "+", "required": True, "help": "NAME:Q1,Q2,... e.g. jpeg:5,15,30"}),
+    ("--methods", {"nargs": "+", "default": ["decode"], "help": "decode | enhance:P:S | interp:A"}),
+    ("--prior", {"help": "prior for enhance methods (zoo name, file, diffusers folder)"}),
+    ("--sigmas", {"nargs": "+", "default": [], "help": "adds enhance:PRESET:SIGMA for each"}),
+    ("--preset", {"default": "medium", "help": "the preset used with --sigmas"}),
+    ("--seed", {"type": int, "default": 0, "help": "seed of the enhancer's noise"}),
+    ("--swd-seeds", {"type": int, "nargs": "+", "default": [0, 1, 2, 3]}),
+    ("--deep-metrics", {"nargs": "*", "default": list(DEEP_METRICS), "help": "lpips fid, or none"}),
+    ("--out", {"required": True, "help": "results JSON (output PNGs go to OUT_STEM.images/)"}),
+    ("--name", {}),
+    ("--description", {"default": ""}),
+    ("--overwrite", {"action": "store_true", "help": "discard a previous run in --out"}),
+    ("--no-progress", {"action": "store_true"}),
+]
+_RUN_KEYS = ("crop", "limit", "prior", "seed", "swd_seeds", "deep_metrics", "name", "description")
 
 
 def main(argv: list[str]) -> int:
@@ -310,8 +314,9 @@ def main(argv: list[str]) -> int:
         results = load_results(a.file)
         print(format_summary(results, a.reference))
         return 0
-    parser = _parser()
-    parser.__class__ = _Parser
+    parser = _Parser(prog="percept eval", description=__doc__.split("\n")[0])
+    for flag, kwargs in _OPTIONS:
+        parser.add_argument(flag, **kwargs)
     a = parser.parse_args(args)
     out = Path(a.out)
     if not out.parent.is_dir():
@@ -319,10 +324,12 @@ def main(argv: list[str]) -> int:
     methods = list(a.methods) + [f"enhance:{a.preset}:{s}" for s in a.sigmas]
     start = time.perf_counter()
     results = run(
-        a.dataset, parse_codecs(a.codecs), methods, out=out, crop=a.crop, limit=a.limit,
-        prior=a.prior, seed=a.seed, swd_seeds=a.swd_seeds, deep_metrics=a.deep_metrics,
-        name=a.name, description=a.description, overwrite=a.overwrite, progress=not a.no_progress,
-    )
+        a.dataset, parse_codecs(a.codecs), methods, out=out, overwrite=a.overwrite,
+        progress=not a.no_progress, **{k: getattr(a, k) for k in _RUN_KEYS},
+    )  # fmt: skip
     print(format_summary(results))
-    print(f"\nwrote {out} ({len(results['rows'])} rows) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    print(
+        f"\nwrote {out} ({len(results['rows'])} rows) in {time.perf_counter() - start:.1f} s",
+        file=sys.stderr,
+    )
     return 0

@@ -13,7 +13,9 @@ import math
 from pathlib import Path
 
 import pandas as pd
+import torch
 
+from percept import metrics
 from percept.errors import PerceptError
 from percept.images import atomic_write_bytes
 from percept.metrics import bd_rate
@@ -22,6 +24,8 @@ SCHEMA = "percept.results/1"
 TIMING_FIELDS = ("decode_s",)  # differ between runs; everything else is deterministic
 PER_IMAGE = ("bytes", "bpp", "psnr", "ms_ssim", "ssimulacra2", "decode_s")
 CELL_KEYS = ("codec", "quality", "method")
+DEEP_METRICS = ("lpips", "fid")
+MS_SSIM_MIN_SIDE = 161  # MS-SSIM's five scales need a short side above 160 px
 
 
 def load_results(path: str | Path) -> dict:
@@ -32,7 +36,9 @@ def load_results(path: str | Path) -> dict:
     except FileNotFoundError:
         raise PerceptError(f"no results file at {path}") from None
     except ValueError as exc:
-        raise PerceptError(f"{path} is not valid JSON ({exc}); delete it or use --overwrite") from None
+        raise PerceptError(
+            f"{path} is not valid JSON ({exc}); delete it or use --overwrite"
+        ) from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise PerceptError(f"{path} is not a {SCHEMA} results file")
     return data
@@ -48,6 +54,48 @@ def strip_timings(results: dict) -> dict:
     """Rows and cells without wall-clock fields: what must match between a fresh and a resumed run."""
     rows = [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in results["rows"]]
     return {"config": results["config"], "rows": rows, "cells": results["cells"]}
+
+
+def image_metrics(x: torch.Tensor, y: torch.Tensor, unavailable: dict) -> dict:
+    """Per-image metrics of output ``y`` against original ``x``; None where a metric cannot apply."""
+    row = {"psnr": float(metrics.psnr(y, x)[0])}
+    small = min(x.shape[-2:]) < MS_SSIM_MIN_SIDE
+    row["ms_ssim"] = None if small else float(metrics.ms_ssim(y, x)[0])
+    try:
+        row["ssimulacra2"] = float(metrics.ssimulacra2(y, x)[0])
+    except metrics.MetricUnavailable as exc:
+        unavailable["ssimulacra2"] = str(exc)
+        row["ssimulacra2"] = None
+    return row
+
+
+def set_metrics(references, tests, swd_seeds, deep_metrics, deep_status: dict) -> dict:
+    """SWD of ``tests`` vs ``references`` plus the deep metrics, each ``{"available": false,
+    "reason"}`` when its weights are missing (``deep_status`` remembers a failure across cells)."""
+    s = metrics.swd(references, tests, seeds=swd_seeds)
+    cell = {
+        "n": len(tests),
+        "swd": {
+            "mean": s.mean,
+            "std": s.std,
+            "per_seed": list(s.per_seed),
+            "normalization": s.normalization,
+        },
+    }
+    for name in deep_metrics:
+        if name in deep_status:  # failed once: the same reason holds for every cell
+            cell[name] = deep_status[name]
+            continue
+        try:
+            if name == "lpips":
+                pairs = zip(tests, references)
+                value = float(torch.cat([metrics.lpips(t, r) for t, r in pairs]).mean())
+            else:
+                value = float(metrics.fid(references, tests))
+            cell[name] = {"available": True, "value": value}
+        except metrics.MetricUnavailable as exc:
+            deep_status[name] = cell[name] = {"available": False, "reason": str(exc)}
+    return cell
 
 
 def _cell_frame(results: dict) -> pd.DataFrame:
@@ -88,7 +136,9 @@ def bd_table(results: dict, reference: str | None = None) -> pd.DataFrame:
     codecs = list(results["config"]["codecs"])
     reference = reference or codecs[0]
     if reference not in codecs:
-        raise PerceptError(f"reference codec {reference!r} is not in the results ({', '.join(codecs)})")
+        raise PerceptError(
+            f"reference codec {reference!r} is not in the results ({', '.join(codecs)})"
+        )
     out = []
     for method, part in table.groupby("method", sort=False):
         ref = part[part.codec == reference].sort_values("bpp")
@@ -100,7 +150,9 @@ def bd_table(results: dict, reference: str | None = None) -> pd.DataFrame:
             for metric, higher in (("psnr", True), ("swd", False)):
                 entry[f"bd_rate_{metric}"] = _safe_bd(ref, test, metric, higher)
             out.append(entry)
-    return pd.DataFrame(out, columns=["codec", "reference", "method", "bd_rate_psnr", "bd_rate_swd"])
+    return pd.DataFrame(
+        out, columns=["codec", "reference", "method", "bd_rate_psnr", "bd_rate_swd"]
+    )
 
 
 def _safe_bd(ref: pd.DataFrame, test: pd.DataFrame, metric: str, higher: bool) -> float:
@@ -115,15 +167,32 @@ def _safe_bd(ref: pd.DataFrame, test: pd.DataFrame, metric: str, higher: bool) -
 def format_summary(results: dict, reference: str | None = None) -> str:
     """The `percept eval` printout: a table per codec and the BD-rate table."""
     table = summarize(results)
-    cols = [c for c in ("quality", "method", "n", "bpp", "psnr", "ms_ssim", "ssimulacra2", "swd",
-                        "swd_std", "decode_s") if c in table]
+    cols = [
+        c
+        for c in (
+            "quality",
+            "method",
+            "n",
+            "bpp",
+            "psnr",
+            "ms_ssim",
+            "ssimulacra2",
+            "swd",
+            "swd_std",
+            "decode_s",
+        )
+        if c in table
+    ]
     parts = [f"{results['name']}: {results['description']}"]
     for codec, part in table.groupby("codec", sort=False):
         parts += ["", f"== {codec} ==", part[cols].to_string(index=False, float_format="%.4g")]
     bd = bd_table(results, reference)
     if not bd.empty:
-        parts += ["", "BD-rate (%) vs the reference codec (negative = fewer bits for the same quality):",
-                  bd.to_string(index=False, float_format="%.2f")]
+        parts += [
+            "",
+            "BD-rate (%) vs the reference codec (negative = fewer bits for the same quality):",
+            bd.to_string(index=False, float_format="%.2f"),
+        ]
     unavailable = {
         name: cell[name]["reason"]
         for cell in results["cells"]
