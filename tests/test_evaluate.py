@@ -119,6 +119,8 @@ def test_config_mismatch_is_an_error_unless_overwrite(fresh, tmp_path):
     out.write_text(fresh[0].read_text())
     with pytest.raises(PerceptError, match="different config.*codecs"):
         evaluate.run("skimage", {"jpeg": [10, 41]}, out=out, **OPTIONS)
+    with pytest.raises(PerceptError, match="limit"):
+        evaluate.run("skimage", GRID, out=out, **{**OPTIONS, "limit": 1})
     results = evaluate.run("skimage", {"jpeg": [41]}, out=out, overwrite=True, **OPTIONS)
     assert {r["quality"] for r in results["rows"]} == {41}
 

@@ -201,9 +201,11 @@ def run(
     done: dict[str, list[dict]] = {}
     if out.exists() and not overwrite:
         old = load_results(out)
-        same = {k: v for k, v in old["config"].items() if k != "limit"}
-        if same != {k: v for k, v in config.items() if k != "limit"}:
-            diff = sorted(k for k in config if k != "limit" and old["config"].get(k) != config[k])
+        diff = sorted(k for k in config if k != "limit" and old["config"].get(k) != config[k])
+        was = old["config"].get("limit")
+        if limit is not None and (was is None or limit < was):  # would drop finished images
+            diff.append("limit (it may only grow)")
+        if diff:
             raise PerceptError(
                 f"{out} holds a run with a different config ({', '.join(diff)}): use another --out "
                 "or --overwrite to start again"
