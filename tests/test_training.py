@@ -134,7 +134,9 @@ def test_init_from_published_weights_continues_step_count(tmp_path):
     train_prior(cfg, tmp_path / "first", progress=False, export=False)
     weights = export_model(tmp_path / "first", tmp_path / "w.safetensors")
     cfg2 = tiny_config(steps=5)
-    summary = train_prior(cfg2, tmp_path / "second", init_from=weights, progress=False, export=False)
+    summary = train_prior(
+        cfg2, tmp_path / "second", init_from=weights, progress=False, export=False
+    )
     assert summary["step"] == 5  # 3 steps from the card plus 2 new ones
     ck = torch.load(tmp_path / "second" / "checkpoint.pt", weights_only=True)
     assert ck["step"] == 5

@@ -19,7 +19,9 @@ def __getattr__(name: str):
     if name in ("enhance", "calibrate_sigma"):
         import importlib
 
-        module = importlib.import_module("percept.enhancer" if name == "enhance" else "percept.calibrate")
+        module = importlib.import_module(
+            "percept.enhancer" if name == "enhance" else "percept.calibrate"
+        )
         fn = getattr(module, name)
         globals()[name] = fn
         return fn

@@ -17,8 +17,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("percept.codec_cli", "show what a percept file holds"),
     "codecs": ("percept.codec_cli", "list codecs and whether each is available here"),
     "demo": ("percept.codec_cli", "encode a real photo at a low rate and write a side-by-side PNG"),
-    "train": ("percept.training.cli", "train the project's models (prior, consistency model, codec)"),
-    "eval": ("percept.evaluate", "evaluate codecs and enhancers over a dataset, write results JSON"),
+    "train": (
+        "percept.training.cli",
+        "train the project's models (prior, consistency model, codec)",
+    ),
+    "eval": (
+        "percept.evaluate",
+        "evaluate codecs and enhancers over a dataset, write results JSON",
+    ),
 }
 
 
@@ -41,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
-        print(f"percept: error: unknown command {name!r} (choose from {', '.join(SUBCOMMANDS)})", file=sys.stderr)
+        print(
+            f"percept: error: unknown command {name!r} (choose from {', '.join(SUBCOMMANDS)})",
+            file=sys.stderr,
+        )
         return 2
     module = importlib.import_module(SUBCOMMANDS[name][0])
     try:

@@ -45,7 +45,11 @@ def imagenet_sample_paths(split: str = "train") -> list[Path]:
     root = data_root()
     if root is None or not (root / "imagenet-sample").is_dir():
         return []
-    files = sorted(p for p in (root / "imagenet-sample").iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
+    files = sorted(
+        p
+        for p in (root / "imagenet-sample").iterdir()
+        if p.suffix.lower() in (".jpeg", ".jpg", ".png")
+    )
     if split == "all":
         return files
     if split == "val":
@@ -61,7 +65,9 @@ def skimage_photo(name: str) -> torch.Tensor:
     from skimage import data as skdata
 
     if name not in SKIMAGE_PHOTOS:
-        raise ValueError(f"unknown scikit-image photo {name!r}: choose from {', '.join(SKIMAGE_PHOTOS)}")
+        raise ValueError(
+            f"unknown scikit-image photo {name!r}: choose from {', '.join(SKIMAGE_PHOTOS)}"
+        )
     arr = getattr(skdata, name)()
     img = Image.fromarray(arr)
     return pil_to_tensor(img.convert("RGB"))

@@ -27,7 +27,11 @@ def environment() -> dict:
     """A small dict for results files: versions, commit, device."""
     import torch
 
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
+    device = (
+        torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else platform.processor() or "cpu"
+    )
     return {
         "percept": percept.__version__,
         "git_commit": git_commit(),

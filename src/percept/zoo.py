@@ -50,6 +50,7 @@ def save_weights(state_dict: dict[str, Tensor], card: dict[str, Any], out_path: 
     os.close(fd)
     save_file(tensors, tmp, metadata={"kind": str(card.get("kind", ""))})
     os.replace(tmp, out_path)
+    os.chmod(out_path, 0o644)  # mkstemp creates 0600; an installed package must be readable
     card = {**card, "sha256": sha256_file(out_path)}
     sidecar_path(out_path).write_text(json.dumps(card, indent=2) + "\n")
     return out_path
@@ -93,9 +94,17 @@ def publish(
 
 
 def publish_run(
-    run_dir: Path | str, name: str, kind: str = "prior", *, folder: Path | None = None
+    run_dir: Path | str,
+    name: str,
+    kind: str = "prior",
+    *,
+    folder: Path | None = None,
+    half: bool = True,
 ) -> dict:
-    """Export a training run's EMA weights and record them in the zoo (prior and cm runs)."""
+    """Export a training run's EMA weights and record them in the zoo (prior and cm runs).
+
+    With `half` the shipped file stores float16 (half the size, so the package stays small); the
+    loader copies them into float32 parameters. The card records the storage dtype."""
     from percept.training import runtime
 
     run_dir = Path(run_dir)
@@ -106,8 +115,18 @@ def publish_run(
         from safetensors.torch import load_file
 
         state = load_file(exported)
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    card["storage_dtype"] = "float16" if half else "float32"
     card["source_run"] = str(run_dir)
-    card["log_tail"] = runtime.read_log(run_dir)[-3:]
+    log = runtime.read_log(run_dir)
+    losses = [r for r in log if "loss" in r]
+    # the whole held-out history and about 200 points of the loss curve travel with the weights,
+    # so the model card in the book can plot them without the run directory
+    card["history"] = {
+        "val": [r for r in log if "val_psnr" in r],
+        "loss": losses[:: max(1, len(losses) // 200)],
+    }
     return publish(name, kind, state, card, folder=folder)
 
 
