@@ -73,12 +73,17 @@ def test_publish_run_records_training_card(tmp_path):
         train_images=4, val_images=1, val_crop=32, log_every=1, val_every=2,
     )  # fmt: skip
     train_prior(cfg, tmp_path / "run", progress=False, export=False)
-    entry = publish_run(tmp_path / "run", "run-prior", folder=tmp_path / "zoo")
+    entry = publish_run(tmp_path / "run", "run-prior", folder=tmp_path / "zoo", half=False)
     assert entry["card"]["steps"] == 2 and entry["card"]["val_psnr"] is not None
     from_run = load_denoiser(tmp_path / "run")
     from_zoo = load_denoiser("run-prior", registry=tmp_path / "zoo" / "zoo.json")
     x = torch.randn(1, 3, 16, 16)
     assert torch.equal(from_run(x, 0.2), from_zoo(x, 0.2))
+    # the default float16 storage halves the file and changes outputs only at float16 precision
+    half = publish_run(tmp_path / "run", "run-prior-half", folder=tmp_path / "zoo")
+    assert half["card"]["storage_dtype"] == "float16"
+    from_half = load_denoiser("run-prior-half", registry=tmp_path / "zoo" / "zoo.json")
+    torch.testing.assert_close(from_half(x, 0.2), from_run(x, 0.2), atol=2e-2, rtol=0)
     assert (
         json.loads((tmp_path / "zoo" / "run-prior.safetensors.json").read_text())["name"]
         == "run-prior"

@@ -202,9 +202,6 @@ def run(
     if out.exists() and not overwrite:
         old = load_results(out)
         diff = sorted(k for k in config if k != "limit" and old["config"].get(k) != config[k])
-        was = old["config"].get("limit")
-        if limit is not None and (was is None or limit < was):  # would drop finished images
-            diff.append("limit (it may only grow)")
         if diff:
             raise PerceptError(
                 f"{out} holds a run with a different config ({', '.join(diff)}): use another --out "
@@ -216,6 +213,12 @@ def run(
         shutil.rmtree(cache)
     cache.mkdir(parents=True, exist_ok=True)
     images = load_dataset(dataset, crop=crop, limit=limit)
+    beyond = set(done) - {item.name for item in images}
+    if beyond:  # a smaller limit would silently drop finished images from the file
+        raise PerceptError(
+            f"{out} has results for {len(beyond)} images beyond --limit {limit}: raise the limit, "
+            "use another --out or --overwrite"
+        )
     denoiser = None
     if prior:
         from percept.enhancer import load_prior
