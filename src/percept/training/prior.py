@@ -283,6 +283,7 @@ def export_model(run_dir: Path | str, out_path: Path | str) -> Path:
         "environment": environment(),
     }
     state = {k.removeprefix("net."): v for k, v in ck["ema"].items()}
+    card["params"] = sum(v.numel() for v in state.values() if v.is_floating_point())
     return save_weights(state, card, Path(out_path))
 
 
