@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
+	mkdir -p out
 	$(BIN)/percept demo --out out/demo.png
 
 test: $(STAMP)
