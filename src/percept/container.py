@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from percept.errors import ContainerError
+from percept.varint import encode_varint as _varint
 
 MAGIC = b"PRCP"
 FORMAT_VERSION = 1
@@ -64,18 +65,6 @@ def bpp(file_bytes: bytes | int, height: int, width: int) -> float:
     """Bits per pixel of a whole file: 8 * len(file) / (H * W), header and checksum included."""
     n = file_bytes if isinstance(file_bytes, int) else len(file_bytes)
     return 8.0 * n / (height * width)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 class _Short(Exception):

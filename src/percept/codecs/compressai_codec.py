@@ -23,17 +23,9 @@ import torch.nn.functional as F
 from percept.codecs.registry import CodecInfo, import_quietly, register_codec
 from percept.errors import CodecError, WeightsUnavailable
 from percept.images import quantize
+from percept.varint import encode_varint as _varint
 
 DOWNLOAD_TIMEOUT_S = 15.0
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:

@@ -26,6 +26,7 @@ from PIL import Image
 from percept.codecs.registry import CodecInfo, register_codec
 from percept.errors import CodecError
 from percept.images import pil_to_tensor, tensor_to_pil, tensor_to_uint8
+from percept.varint import encode_varint as _varint
 
 TIMEOUT_S = 600
 
@@ -51,15 +52,6 @@ def tool_version(binary: str, *args: str, pattern: str = r"v?\d+\.\d+(\.\d+)?") 
         return "unknown"
     match = re.search(pattern, proc.stdout + proc.stderr)
     return match.group(0) if match else "unknown"
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def _read_size(data: bytes) -> tuple[int, int, int]:
