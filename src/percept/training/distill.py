@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import sys
 from dataclasses import dataclass
@@ -64,18 +63,10 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> DistillConfig:
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise PerceptError(f"distill config: unknown keys {sorted(unknown)}")
-        d = dict(d)
-        if "scale_range" in d:
-            d["scale_range"] = tuple(d["scale_range"])
-        return cls(**d)
+        return runtime.config_from_dict(cls, d, "distill")
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["scale_range"] = list(self.scale_range)
-        return d
+        return runtime.config_to_dict(self)
 
 
 def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float) -> Tensor:

@@ -16,7 +16,6 @@ exit, ema.safetensors with a JSON sidecar (`export_model`).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
@@ -64,19 +63,10 @@ class PriorTrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> PriorTrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise PerceptError(f"prior config: unknown keys {sorted(unknown)}")
-        d = dict(d)
-        if "scale_range" in d:
-            d["scale_range"] = tuple(d["scale_range"])
-        return cls(**d)
+        return runtime.config_from_dict(cls, d, "prior")
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["scale_range"] = list(self.scale_range)
-        return d
+        return runtime.config_to_dict(self)
 
 
 def build_denoiser(unet: dict) -> EDMDenoiser:

@@ -136,3 +136,28 @@ class Timer:
 
     def total(self) -> float:
         return self.offset + self.session()
+
+
+def config_from_dict(cls, d: dict, kind: str):
+    """Build a training-config dataclass from JSON, refusing unknown keys (a typo would otherwise
+    silently train with a default)."""
+    import dataclasses
+
+    from percept.errors import PerceptError
+
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise PerceptError(f"{kind} config: unknown keys {sorted(unknown)}")
+    d = dict(d)
+    if "scale_range" in d:
+        d["scale_range"] = tuple(d["scale_range"])
+    return cls(**d)
+
+
+def config_to_dict(cfg) -> dict:
+    """The JSON form of a training config (tuples as lists, so it compares equal after a reload)."""
+    import dataclasses
+
+    d = dataclasses.asdict(cfg)
+    d["scale_range"] = list(cfg.scale_range)
+    return d
