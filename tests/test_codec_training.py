@@ -192,3 +192,23 @@ def test_cli_lists_configs_and_refuses_to_overwrite(trained, capsys):
     assert "codec-hyperprior-q1" in capsys.readouterr().out
     with pytest.raises(PerceptError, match="already holds a run"):
         main(["train", "codec", "--config", str(out / "config.json"), "--out", str(out)])
+
+
+def test_init_from_starts_from_another_rates_weights(trained, tmp_path):
+    run_dir, summary = trained
+    codec_file = run_dir / "codec-test.safetensors"
+    source, _ = load_trained_codec(codec_file)
+    for init in (run_dir, codec_file):  # a run directory or an exported codec file
+        out = tmp_path / init.name
+        cfg = tiny(lmbda=0.0035, quality=2, steps=1, lr=0.0, aux_lr=0.0, init_from=str(init))
+        train_codec(cfg, out, threads=2, export=True)
+        tuned, record = load_trained_codec(out / "codec-test.safetensors")
+        assert record["init_from"] == str(init)
+        # lr 0: the weights are exactly those it started from
+        for key, value in source.state_dict().items():
+            if not key.endswith(("_quantized_cdf", "_offset", "_cdf_length")):
+                assert torch.equal(tuned.state_dict()[key], value), key
+    with pytest.raises(PerceptError, match="N=12 M=16"):
+        train_codec(tiny(N=8, M=12, init_from=str(codec_file)), tmp_path / "other", threads=2)
+    with pytest.raises(PerceptError, match="no such run directory"):
+        train_codec(tiny(init_from=str(tmp_path / "missing")), tmp_path / "none", threads=2)

@@ -67,6 +67,7 @@ class CodecTrainConfig:
     log_every: int = 10
     val_every: int = 1000
     checkpoint_every: int = 250
+    init_from: str | None = None  # start from another run's weights (run dir or exported codec file)
     description: str = ""
 
 
@@ -199,6 +200,30 @@ def export_codec(model: torch.nn.Module, config: dict, path: Path, probe: torch.
     return path
 
 
+def _initial_weights(source: str, cfg: CodecTrainConfig) -> dict[str, torch.Tensor]:
+    """Weights to fine-tune from: a run directory (its checkpoint) or an exported codec file. The
+    usual way to get several rates cheaply: train one rate, then fine-tune the others from it."""
+    path = Path(source)
+    if path.is_dir():
+        if not (path / "checkpoint.pt").exists():
+            raise PerceptError(f"init_from {source}: no checkpoint.pt in that run directory")
+        state = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
+        arch, n, m, weights = (
+            state["config"]["architecture"], state["config"]["N"], state["config"]["M"], state["model"]
+        )
+    elif path.is_file():
+        model, record = load_trained_codec(path)
+        arch, n, m, weights = record["architecture"], record["N"], record["M"], model.state_dict()
+    else:
+        raise PerceptError(f"init_from {source}: no such run directory or codec file")
+    if (arch, n, m) != (cfg.architecture, cfg.N, cfg.M):
+        raise PerceptError(
+            f"init_from {source} holds {arch} N={n} M={m}; config {cfg.name!r} needs "
+            f"{cfg.architecture} N={cfg.N} M={cfg.M}"
+        )
+    return weights  # the entropy coders' tables are rebuilt when the fine-tuned codec is exported
+
+
 def _data_fingerprint(paths: list[Path]) -> str:
     return hashlib.sha256(
         "\n".join(f"{p.name}:{p.stat().st_size}" for p in paths).encode()
@@ -291,6 +316,8 @@ def train_codec(
         step, last_val = state["step"], state["last_val"] or None
         _truncate_log(log_path, step)
     else:
+        if cfg.init_from:
+            model.load_state_dict(_initial_weights(cfg.init_from, cfg))
         # The run's own config, so that `--config RUN/config.json --resume` continues it exactly.
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
 
