@@ -67,7 +67,9 @@ class CodecTrainConfig:
     log_every: int = 10
     val_every: int = 1000
     checkpoint_every: int = 250
-    init_from: str | None = None  # start from another run's weights (run dir or exported codec file)
+    init_from: str | None = (
+        None  # start from another run's weights (run dir or exported codec file)
+    )
     description: str = ""
 
 
@@ -209,7 +211,10 @@ def _initial_weights(source: str, cfg: CodecTrainConfig) -> dict[str, torch.Tens
             raise PerceptError(f"init_from {source}: no checkpoint.pt in that run directory")
         state = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
         arch, n, m, weights = (
-            state["config"]["architecture"], state["config"]["N"], state["config"]["M"], state["model"]
+            state["config"]["architecture"],
+            state["config"]["N"],
+            state["config"]["M"],
+            state["model"],
         )
     elif path.is_file():
         model, record = load_trained_codec(path)
