@@ -156,6 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=24, help="use the first N Kodak images")
     parser.add_argument("--codecs", default="jpeg,webp,avif", help="Pillow codecs to measure")
     parser.add_argument("--out", type=Path, default=Path("out/codec_rd.json"))
+    parser.add_argument(
+        "--record",
+        nargs="*",
+        default=[],
+        metavar="ZOO_NAME",
+        help="store the curves and BD-rates in these zoo entries' cards (the shipped codec files)",
+    )
     args = parser.parse_args(argv)
 
     from percept.data import kodak_paths
@@ -205,6 +212,17 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(f"{row['codec']:>34}  {fmt}")
     print(f"wrote {args.out}")
+    if args.record:
+        from percept.zoo import record_benchmark
+
+        compact = {
+            k: result[k] for k in ("description", "bpp_source", "results", "bd_rate_vs_jpeg")
+        }
+        compact["images"] = len(result["images"])
+        compact["command"] = " ".join(sys.argv)
+        for name in args.record:
+            record_benchmark(name, "kodak_rd", compact)
+        print(f"recorded in the zoo cards of {', '.join(args.record)}")
     return 0
 
 

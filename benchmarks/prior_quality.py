@@ -104,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("out/prior_quality.json"))
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="store the result in the zoo card of --model (a zoo name)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -151,6 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
+    if args.record:
+        from percept.zoo import record_benchmark
+
+        compact = {
+            k: result[k]
+            for k in ("description", "crop", "seed", "bm3d_images", "results", "command")
+        }
+        record_benchmark(args.model, "kodak_benchmark", {**compact, "images": len(names)})
+        print(f"recorded in the zoo card of {args.model}")
     return 0
 
 

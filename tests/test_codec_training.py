@@ -212,3 +212,34 @@ def test_init_from_starts_from_another_rates_weights(trained, tmp_path):
         train_codec(tiny(N=8, M=12, init_from=str(codec_file)), tmp_path / "other", threads=2)
     with pytest.raises(PerceptError, match="no such run directory"):
         train_codec(tiny(init_from=str(tmp_path / "missing")), tmp_path / "none", threads=2)
+
+
+def test_publish_codec_ships_a_float16_verified_file(trained, tmp_path):
+    from percept import zoo
+    from percept.codecs.project import publish_codec
+
+    run_dir, _ = trained
+    entry = publish_codec(run_dir, "codec-test-q3", folder=tmp_path)
+    shipped = tmp_path / "codec-test-q3.safetensors"
+    registry = tmp_path / "zoo.json"
+    assert entry["kind"] == "codec" and entry["sha256"] == zoo.sha256_file(shipped)
+    from safetensors import safe_open
+
+    with safe_open(str(shipped), framework="pt") as fh:
+        dtypes = {fh.get_tensor(k).dtype for k in fh.keys()}
+    assert torch.float16 in dtypes and torch.float32 not in dtypes
+    assert zoo.weights_path("codec-test-q3", registry=registry) == shipped
+    card = zoo.read_registry(registry)["codec-test-q3"]["card"]
+    assert card["storage_dtype"] == "float16" and card["history"]["loss"]
+    assert card["train_seconds"] > 0
+    model, record = load_trained_codec(shipped)
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    assert roundtrip_is_exact(model, load_trained_codec(shipped)[0], x)
+    assert record["lmbda"] == 0.0067
+    data = bytearray(shipped.read_bytes())
+    data[-1] ^= 1
+    shipped.write_bytes(bytes(data))
+    with pytest.raises(PerceptError, match="corrupt or was replaced"):
+        zoo.weights_path("codec-test-q3", registry=registry)
+    with pytest.raises(PerceptError, match="no zoo entry"):
+        zoo.weights_path("codec-missing", registry=registry)

@@ -88,3 +88,21 @@ def test_publish_run_records_training_card(tmp_path):
         json.loads((tmp_path / "zoo" / "run-prior.safetensors.json").read_text())["name"]
         == "run-prior"
     )
+
+
+def test_record_benchmark_updates_card_and_sidecar_but_not_weights(tmp_path):
+    from percept.zoo import load_weights_and_card, read_registry, record_benchmark
+
+    _publish(tmp_path)
+    registry = tmp_path / "zoo.json"
+    sha = read_registry(registry)["toy-prior"]["sha256"]
+    record_benchmark(
+        "toy-prior", "kodak_benchmark", {"results": {"0.1": {"prior": 30.0}}}, registry=registry
+    )
+    entry = read_registry(registry)["toy-prior"]
+    assert entry["sha256"] == sha
+    assert entry["card"]["kodak_benchmark"]["results"]["0.1"]["prior"] == 30.0
+    _, card = load_weights_and_card(tmp_path / "toy-prior.safetensors")  # through the sidecar
+    assert card["kodak_benchmark"]["results"]["0.1"]["prior"] == 30.0
+    with pytest.raises(PerceptError, match="no zoo entry"):
+        record_benchmark("absent", "x", {}, registry=registry)

@@ -80,17 +80,53 @@ def publish(
     path = save_weights(
         state_dict, {**card, "kind": kind, "name": name}, folder / f"{name}.safetensors"
     )
-    full = json.loads(sidecar_path(path).read_text())
+    return register(name, kind, path, json.loads(sidecar_path(path).read_text()), folder=folder)
+
+
+def register(name: str, kind: str, path: Path, card: dict[str, Any], *, folder: Path | None = None):
+    """Record an existing weights file of `folder` (with its sha256 and card) in zoo.json."""
+    if kind not in KINDS:
+        raise PerceptError(f"unknown model kind {kind!r}: choose from {', '.join(KINDS)}")
+    folder = Path(folder) if folder is not None else weights_dir()
+    path = Path(path)
+    if path.parent.resolve() != folder.resolve():
+        raise PerceptError(f"{path} is not in the zoo folder {folder}")
+    sha = sha256_file(path)
     registry = read_registry(folder / "zoo.json")
     registry[name] = {
         "file": path.name,
-        "sha256": full["sha256"],
+        "sha256": sha,
         "kind": kind,
         "arch": card.get("arch"),
-        "card": full,
+        "card": {**card, "sha256": sha},
     }
     (folder / "zoo.json").write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
     return registry[name]
+
+
+def record_benchmark(name: str, key: str, result: dict, *, registry: Path | None = None) -> None:
+    """Store a benchmark's result in a zoo entry's card (and its sidecar), so the book's model card
+    shows the figures measured with exactly those weights (the sha256 is unchanged)."""
+    path = registry or weights_dir() / "zoo.json"
+    reg = read_registry(path)
+    if name not in reg:
+        raise WeightsUnavailable(f"no zoo entry {name!r} to record {key!r} in")
+    reg[name]["card"][key] = result
+    path.write_text(json.dumps(reg, indent=2, sort_keys=True) + "\n")
+    side = sidecar_path(path.parent / reg[name]["file"])
+    if side.is_file():
+        card = json.loads(side.read_text())
+        card[key] = result
+        side.write_text(json.dumps(card, indent=2) + "\n")
+
+
+def weights_path(name: str, *, registry: Path | None = None) -> Path:
+    """The weights file of a zoo entry, after checking its recorded sha256."""
+    if name not in read_registry(registry):
+        raise WeightsUnavailable(
+            f"no zoo entry {name!r}: train it (see the model cards in the book) and publish it"
+        )
+    return resolve(name, registry)[0]
 
 
 def publish_run(

@@ -46,16 +46,21 @@ def build_model(architecture: str, N: int, M: int) -> CompressionModel:
     return ARCHITECTURES[architecture](N=N, M=M)
 
 
-def save_trained_codec(model: CompressionModel, config: dict, path: str | os.PathLike) -> Path:
+def save_trained_codec(
+    model: CompressionModel, config: dict, path: str | os.PathLike, *, half: bool = False
+) -> Path:
     """Write the state dict and config to one safetensors file (atomically).
 
     The caller must have run `model.update(force=True)` so that the CDF tables are current; the
-    tables are buffers, so they are part of the state dict.
+    tables are buffers, so they are part of the state dict. `half` stores the floating-point
+    tensors as float16 (the loader copies them into float32 parameters); the tables stay int32.
     """
     from safetensors.torch import save_file
 
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     if not any(k.endswith("_quantized_cdf") and v.numel() > 0 for k, v in state.items()):
         raise ValueError("the model has no CDF tables: call model.update(force=True) before saving")
     tmp = path.with_name(f".{path.name}.tmp")
@@ -158,3 +163,74 @@ def roundtrip_is_exact(
     ref = encoder.decompress(a["strings"], a["shape"])["x_hat"]
     out = decoder.decompress(a["strings"], a["shape"])["x_hat"]
     return bool(torch.equal(ref, out))
+
+
+def publish_codec(
+    run_dir: str | os.PathLike,
+    name: str | None = None,
+    *,
+    folder: str | os.PathLike | None = None,
+    half: bool = True,
+    probe: torch.Tensor | None = None,
+) -> dict:
+    """Ship a finished `percept train codec` run: its codec file goes into the zoo folder and zoo.json.
+
+    With `half` the weights are rounded to float16 and the CDF tables recomputed from the rounded
+    weights, so the shipped file is half the size and still self-consistent; the round trip of the
+    shipped file is checked bit-exact on `probe` (default: a fixed random 3x64x64 image). The card
+    records the training config, held-out rate and PSNR, wall time and the loss/held-out history.
+    """
+    from percept import zoo
+
+    run_dir = Path(run_dir)
+    run_config = json.loads((run_dir / "config.json").read_text())
+    source = run_dir / f"{run_config['name']}.safetensors"
+    if not source.is_file():
+        raise WeightsUnavailable(
+            f"{source} not found: finish the run (or stop it with --export) before publishing"
+        )
+    model, record = load_trained_codec(source)
+    if half:
+        rounded = {
+            k: v.half().float() if v.is_floating_point() else v
+            for k, v in model.state_dict().items()
+        }
+        model.load_state_dict(rounded)
+    model.update(force=True)
+    name = name or run_config["name"]
+    folder = Path(folder) if folder is not None else zoo.weights_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line]
+    losses = [r for r in rows if "loss" in r]
+    seconds, previous = 0.0, 0.0
+    for r in losses:  # elapsed_s restarts at every resumed session
+        seconds += r["elapsed_s"] - previous if r["elapsed_s"] >= previous else r["elapsed_s"]
+        previous = r["elapsed_s"]
+    card = {
+        **record,
+        "arch": record["architecture"],
+        "schedule_steps": record["steps"],
+        "steps": record["steps_trained"],
+        "params": sum(p.numel() for p in model.parameters()),
+        "data": record.get("train_data"),
+        "storage_dtype": "float16" if half else "float32",
+        "train_seconds": round(seconds, 1),
+        "source_run": str(run_dir),
+        "history": {
+            "val": [r for r in rows if r.get("kind") == "val"],
+            "loss": [
+                {k: r[k] for k in ("step", "loss", "bpp", "mse") if k in r}
+                for r in losses[:: max(1, len(losses) // 200)]
+            ],
+        },
+    }
+    path = save_trained_codec(model, card, folder / f"{name}.safetensors", half=half)
+    shipped, _ = load_trained_codec(path)
+    if probe is None:
+        probe = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    if not roundtrip_is_exact(model, shipped, probe):
+        path.unlink()
+        raise WeightsUnavailable(
+            f"{path} does not decode bit-exactly after reloading; not published"
+        )
+    return zoo.register(name, "codec", path, card, folder=folder)
