@@ -1,0 +1,100 @@
+"""Wall time of a `fast`-preset decode of one full Kodak image on this machine (issue 5: < 3 s on 2 cores).
+
+    python benchmarks/fast_decode.py --model percept-cm-s --image kodim23 --codec jpeg --quality 10
+
+One decode = read the percept file, decode the codec's bytes, and enhance the decoded image with the
+`fast` preset (one network evaluation of a consistency model). Reported: the median and spread of
+`--repeats` timed runs after one warm-up, with the share of the network and of the codec.
+
+Without a consistency model, `--model` may name the prior with `--stand-in`: the same UNet evaluated
+once through the same code path (one Euler step from sigma to 0, which is the prior's posterior-mean
+estimate). That times the network a `cm-s` student would have (cm-s copies the prior's UNet) but it is
+NOT the fast preset's output; the report says so. Run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="percept-cm-s", help="zoo name or weights path")
+    parser.add_argument(
+        "--stand-in", action="store_true", help="time a prior's single step instead"
+    )
+    parser.add_argument("--image", default="kodim23")
+    parser.add_argument("--codec", default="jpeg")
+    parser.add_argument("--quality", type=int, default=10)
+    parser.add_argument("--sigma", type=float, default=0.1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--out", type=Path, default=Path("out/fast_decode.json"))
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from percept.codecs import get_codec
+    from percept.container import decode_file, encode_image
+    from percept.enhancer import enhance, load_prior
+    from percept.provenance import environment
+    from percept.rd import evaluation_images
+
+    images, source = evaluation_images([args.image])
+    x = next(iter(images.values()))
+    blob = encode_image(x, get_codec(args.codec, args.quality))
+    model = load_prior(args.model)
+    kind = (
+        "prior stand-in (one Euler step, NOT the fast preset)" if args.stand_in else "fast preset"
+    )
+
+    def run() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        x_hat, _ = decode_file(blob)
+        t1 = time.perf_counter()
+        gen = torch.Generator().manual_seed(0)
+        with torch.inference_mode():
+            if args.stand_in:
+                enhance(x_hat, model, args.sigma, sampler="euler", steps=1, generator=gen)
+            else:
+                enhance(x_hat, model, args.sigma, "fast", generator=gen)
+        t2 = time.perf_counter()
+        return t1 - t0, t2 - t1
+
+    run()  # warm-up (allocator, kernels)
+    timings = [run() for _ in range(args.repeats)]
+    totals = [a + b for a, b in timings]
+    result = {
+        "benchmark": "fast_decode", "what": kind, "model": args.model, "image": args.image,
+        "size": list(x.shape[-2:]), "codec": args.codec, "quality": args.quality, "sigma": args.sigma,
+        "threads": torch.get_num_threads(), "repeats": args.repeats,
+        "median_s": statistics.median(totals), "min_s": min(totals), "max_s": max(totals),
+        "median_codec_s": statistics.median(a for a, _ in timings),
+        "median_enhance_s": statistics.median(b for _, b in timings),
+        "source": source, "environment": environment(),
+    }  # fmt: skip
+    print(
+        f"{kind}, {args.image} {x.shape[-1]}x{x.shape[-2]}, {args.codec} q{args.quality}, "
+        f"{result['threads']} threads: median {result['median_s']:.2f} s "
+        f"(min {result['min_s']:.2f}, max {result['max_s']:.2f}; codec {result['median_codec_s']:.3f} s, "
+        f"network {result['median_enhance_s']:.2f} s); target < 3 s"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    from percept.errors import PerceptError
+
+    try:
+        sys.exit(main())
+    except PerceptError as exc:
+        sys.exit(f"fast_decode: {exc}")
