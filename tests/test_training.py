@@ -150,3 +150,13 @@ def test_init_from_refuses_another_network_shape(tmp_path):
     other = tiny_config(steps=4, unet={**TINY_UNET, "channels": [16, 32]})
     with pytest.raises(PerceptError, match="another shape"):
         train_prior(other, tmp_path / "second", init_from=weights, progress=False, export=False)
+
+
+def test_a_run_directory_takes_one_trainer_at_a_time(tmp_path):
+    from percept.training import runtime
+
+    held = runtime.lock_run(tmp_path)
+    with pytest.raises(PerceptError, match="another process is training"):
+        train_prior(tiny_config(steps=2), tmp_path, progress=False, export=False)
+    held.close()
+    train_prior(tiny_config(steps=2), tmp_path, progress=False, export=False)

@@ -39,6 +39,7 @@ from percept.codecs.project import (
     save_trained_codec,
 )
 from percept.errors import PerceptError
+from percept.training import runtime
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,7 @@ def train_codec(
     cfg = load_config(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    lock = runtime.lock_run(out)  # noqa: F841 - released when this function returns
     ckpt_path, log_path = out / "checkpoint.pt", out / "log.jsonl"
     if ckpt_path.exists() and not resume:
         raise PerceptError(

@@ -116,6 +116,7 @@ def train_distill(
             f"{run_dir} already holds a checkpoint: pass --resume to continue it, or choose another --out"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = runtime.lock_run(run_dir)  # noqa: F841 - released when this function returns
     teacher = load_denoiser(cfg.teacher).to(dev)
     torch.manual_seed(cfg.seed)
     student = _student_from_teacher(teacher, cfg).to(dev)

@@ -136,6 +136,7 @@ def train_prior(
             f"{run_dir} already holds a checkpoint: pass --resume to continue it, or choose another --out"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = runtime.lock_run(run_dir)  # noqa: F841 - released when this function returns
 
     torch.manual_seed(cfg.seed)
     model = build_denoiser(cfg.unet).to(dev)

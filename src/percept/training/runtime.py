@@ -50,6 +50,25 @@ def read_config(name_or_path: str, prefix: str) -> dict:
     return json.loads(res.read_text())
 
 
+def lock_run(run_dir: Path):
+    """Hold an exclusive lock on a run directory for as long as the returned file stays open.
+
+    Two processes training into one directory would interleave their logs and overwrite each
+    other's checkpoints; the second one gets a clear error instead. The lock (flock) is released
+    by the OS when the process ends, so a killed run never leaves a stale lock behind."""
+    import fcntl
+
+    handle = open(Path(run_dir) / ".lock", "a")  # noqa: SIM115 - held open on purpose
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise PerceptError(
+            f"another process is training in {run_dir}: wait for it, or stop it first"
+        ) from None
+    return handle
+
+
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
     tmp = run_dir / (CHECKPOINT + ".tmp")
     torch.save(state, tmp)
