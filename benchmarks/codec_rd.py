@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 # InterDigitalInc/CompressAI results/image/kodak/: compressai-bmshj2018-hyperprior_mse_cuda.json and
 # jpeg.json (commit 3d3c9bbd92989b1cf19e122281161f7aac8ee769), compressai-mbt2018-mean_mse_cuda.json

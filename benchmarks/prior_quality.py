@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 SIGMAS = (0.05, 0.1, 0.2, 0.4)
 BLUR_RADII = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.2, 1.4, 1.7, 2.0, 2.5, 3.0)

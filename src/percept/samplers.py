@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 Callback = Callable[[dict], None] | None

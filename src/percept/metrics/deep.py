@@ -31,7 +31,7 @@ from unittest import mock
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from percept.metrics import MetricUnavailable
 from percept.metrics.realism import feature_statistics, frechet_distance, kernel_distance

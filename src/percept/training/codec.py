@@ -30,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from percept.codecs.project import (
     build_model,

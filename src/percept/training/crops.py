@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from percept.data import imagenet_sample_paths
 from percept.errors import PerceptError

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from percept.errors import PerceptError
 from percept.models import ConsistencyDenoiser, UNet, UNetConfig
