@@ -243,3 +243,15 @@ def test_publish_codec_ships_a_float16_verified_file(trained, tmp_path):
         zoo.weights_path("codec-test-q3", registry=registry)
     with pytest.raises(PerceptError, match="no zoo entry"):
         zoo.weights_path("codec-missing", registry=registry)
+
+
+def test_cli_publish_ships_a_codec_run(trained, tmp_path, capsys):
+    from percept.cli import main as percept
+    from percept.zoo import read_registry
+
+    run_dir, _ = trained
+    assert percept(["publish", str(run_dir), "--folder", str(tmp_path)]) == 0
+    assert "published codec-test" in capsys.readouterr().out
+    assert read_registry(tmp_path / "zoo.json")["codec-test"]["kind"] == "codec"
+    assert percept(["publish", str(tmp_path), "--folder", str(tmp_path)]) == 2
+    assert "not a training run directory" in capsys.readouterr().err

@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "percept.training.cli",
         "train the project's models (prior, consistency model, codec)",
     ),
+    "publish": ("percept.zoo", "ship a finished training run into the model zoo (zoo.json)"),
     "eval": (
         "percept.evaluate",
         "evaluate codecs and enhancers over a dataset, write results JSON",

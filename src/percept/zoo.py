@@ -246,3 +246,43 @@ def load_denoiser(name_or_path: str | os.PathLike, *, registry: Path | None = No
     else:
         raise PerceptError(f"{name_or_path} is a {card['kind']!r} model, not a denoiser")
     return model.eval().requires_grad_(False)
+
+
+def main(argv: list[str]) -> int:
+    """`percept publish RUN_DIR [NAME]`: ship a training run's weights into the zoo (zoo.json)."""
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="percept publish",
+        description="Ship a training run into the package's zoo: weights as safetensors (float16 "
+        "unless --float32), their sha256 and a model card in zoo.json.",
+    )
+    p.add_argument("run_dir", type=Path, help="a `percept train prior|distill|codec` run directory")
+    p.add_argument(
+        "name",
+        nargs="?",
+        help="zoo name (priors and consistency models; codecs: their config name)",
+    )
+    p.add_argument("--folder", type=Path, default=None, help="zoo folder (default: the package's)")
+    p.add_argument("--float32", action="store_true", help="store float32 instead of float16")
+    args = p.parse_args(argv[1:])
+    config = args.run_dir / "config.json"
+    if not config.is_file():
+        raise PerceptError(f"{args.run_dir} is not a training run directory (no config.json)")
+    if "architecture" in json.loads(config.read_text()):
+        from percept.codecs.project import publish_codec
+
+        entry = publish_codec(args.run_dir, args.name, folder=args.folder, half=not args.float32)
+    else:
+        if not args.name:
+            raise PerceptError("give the zoo name to publish under, e.g. percept-prior-s")
+        from percept.training import runtime
+
+        kind = "cm" if "teacher" in runtime.load_checkpoint(args.run_dir)["config"] else "prior"
+        entry = publish_run(
+            args.run_dir, args.name, kind, folder=args.folder, half=not args.float32
+        )
+    card = entry["card"]
+    print(f"published {card.get('name', args.name or card.get('name'))}: {entry['file']} "
+          f"({entry['kind']}, {card.get('steps')} steps, sha256 {entry['sha256'][:12]}...)")  # fmt: skip
+    return 0

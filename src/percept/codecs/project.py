@@ -208,6 +208,7 @@ def publish_codec(
         previous = r["elapsed_s"]
     card = {
         **record,
+        "name": name,
         "arch": record["architecture"],
         "schedule_steps": record["steps"],
         "steps": record["steps_trained"],
