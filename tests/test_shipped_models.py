@@ -1,0 +1,69 @@
+"""Every model shipped in the package's zoo loads (sha256 checked) and does its job on a Kodak crop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from percept.codecs.project import PROJECT_CODECS
+from percept.metrics import psnr
+from percept.zoo import read_registry
+
+REGISTRY = read_registry()
+DENOISERS = sorted(n for n, e in REGISTRY.items() if e["kind"] in ("prior", "cm"))
+CODECS = sorted(n for n, e in REGISTRY.items() if e["kind"] == "codec")
+CARD_FIELDS = ("steps", "train_seconds", "environment", "data", "storage_dtype", "history")
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+
+
+def crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = image.shape[-2:]
+    return image[..., (h - size) // 2 : (h + size) // 2, (w - size) // 2 : (w + size) // 2]
+
+
+def test_the_zoo_ships_a_prior():
+    assert "percept-prior-s" in DENOISERS
+
+
+@pytest.mark.parametrize("name", DENOISERS + CODECS)
+def test_card_says_how_the_model_was_made(name):
+    card = REGISTRY[name]["card"]
+    missing = [f for f in CARD_FIELDS if f not in card]
+    assert not missing, f"{name}: card lacks {missing}"
+    assert card["sha256"] == REGISTRY[name]["sha256"]
+
+
+@pytest.mark.parametrize("name", DENOISERS)
+def test_shipped_denoiser_denoises_a_kodak_crop(name, kodim23):
+    from percept.zoo import load_denoiser
+
+    model = load_denoiser(name)
+    x = crop(kodim23, 64) * 2 - 1
+    sigma = 0.1
+    noisy = x + sigma * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(noisy, torch.tensor([sigma])).clamp(-1, 1)
+    gain = psnr((out + 1) / 2, (x + 1) / 2) - psnr(((noisy + 1) / 2).clamp(0, 1), (x + 1) / 2)
+    assert gain > 3.0, f"{name} gains only {gain:.2f} dB over the noisy input at sigma {sigma}"
+
+
+@pytest.mark.skipif(not CODECS, reason="no learned codec is shipped")
+def test_shipped_codec_family_round_trips_kodak_with_falling_rates(kodim23):
+    from percept.codecs import get_codec
+    from percept.container import decode_file, encode_image
+
+    x = crop(kodim23, 128)
+    by_quality = {}
+    for quality, entry in PROJECT_CODECS["percept-hyperprior"].items():
+        if entry not in CODECS:
+            continue
+        blob = encode_image(x, get_codec("percept-hyperprior", quality))
+        x_hat, record = decode_file(blob)
+        by_quality[quality] = (record.bpp, psnr(x, x_hat))
+    qualities = sorted(by_quality)
+    assert len(qualities) == len(CODECS)
+    for lo, hi in zip(qualities, qualities[1:]):
+        assert by_quality[lo][0] < by_quality[hi][0], by_quality  # more bits at higher quality
+        assert by_quality[lo][1] < by_quality[hi][1], by_quality  # and a better PSNR
+    assert min(p for _, p in by_quality.values()) > 24.0, by_quality
