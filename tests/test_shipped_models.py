@@ -67,3 +67,13 @@ def test_shipped_codec_family_round_trips_kodak_with_falling_rates(kodim23):
         assert by_quality[lo][0] < by_quality[hi][0], by_quality  # more bits at higher quality
         assert by_quality[lo][1] < by_quality[hi][1], by_quality  # and a better PSNR
     assert min(p for _, p in by_quality.values()) > 24.0, by_quality
+
+
+def test_shipped_weights_stay_within_60_mb():
+    from percept.zoo import weights_dir
+
+    total = sum(p.stat().st_size for p in weights_dir().glob("*.safetensors"))
+    assert total <= 60e6, f"the package ships {total / 1e6:.1f} MB of weights (budget 60 MB)"
+    registered = {e["file"] for e in REGISTRY.values()}
+    stray = sorted(p.name for p in weights_dir().glob("*.safetensors") if p.name not in registered)
+    assert not stray, f"weights files not registered in zoo.json: {stray}"
