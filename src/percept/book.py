@@ -31,9 +31,13 @@ KERNEL_NAME = "python3"
 # failures, as Sphinx warnings do under -W; other stderr text (progress bars) is allowed.
 WARNING_RE = re.compile(r"\b[A-Za-z]*Warning: ")
 # Known warnings that change no result: compressai 1.2.8 imports torch_geometric, whose import
-# calls torch.jit.script (deprecated in torch 2.14). The library's progress bars are plain-text tqdm
-# (tqdm.auto would need ipywidgets, and widget bars do not survive papermill into the HTML).
-TOLERATED_WARNINGS = ("FutureWarning: `torch.jit.script` is deprecated",)
+# calls torch.jit.script (deprecated in torch 2.14), and imports tqdm.auto, which without ipywidgets
+# says "IProgress not found" once. The library's own bars are plain-text tqdm (widget bars would
+# need ipywidgets and do not survive papermill into the HTML).
+TOLERATED_WARNINGS = (
+    "FutureWarning: `torch.jit.script` is deprecated",
+    "TqdmWarning: IProgress not found",
+)
 
 
 def project_root(root: str | os.PathLike | None = None) -> Path:

@@ -9,8 +9,10 @@ normalised by the reference set, with its spread over patch seeds).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -19,6 +21,22 @@ from percept.container import decode_file, encode_image
 from percept.enhancer import enhance
 from percept.images import quantize
 from percept.metrics import mse, psnr, swd
+
+
+def _decode_all(images: Mapping[str, torch.Tensor], codec):
+    """(names, originals, decoded, bpps): every image through the codec's real bytes."""
+    names = list(images)
+    originals = [images[n] for n in names]
+    decoded, bpps = [], []
+    for x in originals:
+        x_hat, record = decode_file(encode_image(x, codec))
+        decoded.append(x_hat)
+        bpps.append(record.bpp)
+    return names, originals, decoded, bpps
+
+
+def _image_row(name: str, x: torch.Tensor, y: torch.Tensor, bpp: float, **keys) -> dict:
+    return {"image": name, **keys, "bpp": bpp, "psnr": float(psnr(x, y)), "mse": float(mse(x, y))}
 
 
 def sigma_sweep(
@@ -40,13 +58,7 @@ def sigma_sweep(
     themselves with fresh patch samples).
     """
     sigmas = sorted({0.0, *map(float, sigmas)})
-    names = list(images)
-    originals = [images[n] for n in names]
-    decoded, bpps = [], []
-    for x in originals:
-        x_hat, record = decode_file(encode_image(x, codec))
-        decoded.append(x_hat)
-        bpps.append(record.bpp)
+    names, originals, decoded, bpps = _decode_all(images, codec)
     floor = swd(originals, originals, seeds=swd_seeds)
     rows, summary = [], []
     for sigma in tqdm(list(sigmas), desc="sigma sweep", disable=not progress):
@@ -58,15 +70,7 @@ def sigma_sweep(
                 gen = torch.Generator().manual_seed(seed + i)
                 y = quantize(enhance(x_hat, denoiser, float(sigma), preset, generator=gen))
             outputs.append(y)
-            rows.append(
-                {
-                    "image": names[i],
-                    "sigma": float(sigma),
-                    "bpp": bpps[i],
-                    "psnr": float(psnr(originals[i], y)),
-                    "mse": float(mse(originals[i], y)),
-                }
-            )
+            rows.append(_image_row(names[i], originals[i], y, bpps[i], sigma=float(sigma)))
         realism = swd(originals, outputs, seeds=swd_seeds)
         summary.append({"sigma": float(sigma), "swd": realism.mean, "swd_std": realism.std})
     per_image = pd.DataFrame(rows)
@@ -77,4 +81,69 @@ def sigma_sweep(
     decode_mse = per_image.loc[per_image["sigma"] == 0.0, "mse"].mean()
     table["mse_ratio"] = table["mse"] / decode_mse
     table["swd_floor"] = floor.mean
+    return per_image, table
+
+
+def preset_sweep(
+    images: Mapping[str, torch.Tensor],
+    codec,
+    denoiser,
+    methods: Sequence[str | tuple[str, int]],
+    sigma: float,
+    *,
+    seed: int = 0,
+    swd_seeds: Sequence[int] = (0, 1, 2, 3),
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The speed-performance trade-off (paper 1, Fig. 2 and Table 2) at one sigma.
+
+    methods: preset names ("medium", "slow", ...) or (sampler, steps) pairs such as ("dpmpp_2m", 4).
+    Returns (per-image rows, per-method summary): network evaluations, seconds per image (median
+    wall time of the enhancer call; the codec's own decode is excluded and listed as "decode"),
+    PSNR, MSE ratio to the plain decode and SWD realism (x1e3, lower is better) with its spread.
+    A method this denoiser or codec cannot run (e.g. "fast" without a consistency model, "slow"
+    without a differentiable codec) gets a row saying why instead of numbers.
+    """
+    from percept.enhancer import resolve_preset
+    from percept.errors import PerceptError
+
+    names, originals, decoded, bpps = _decode_all(images, codec)
+    decode_mse = sum(float(mse(x, d)) for x, d in zip(originals, decoded)) / len(originals)
+    floor = swd(originals, originals, seeds=swd_seeds)
+    rows, summary = [], []
+    plain = swd(originals, decoded, seeds=swd_seeds)
+    summary.append({"method": "decode", "nfe": 0, "seconds": 0.0, "swd": plain.mean,
+                    "swd_std": plain.std, "unavailable": None})  # fmt: skip
+    rows += [
+        _image_row(n, x, d, b, method="decode")
+        for n, x, d, b in zip(names, originals, decoded, bpps)
+    ]
+    for method in tqdm(list(methods), desc="presets", disable=not progress):
+        preset, sampler, steps = (
+            (method, None, None) if isinstance(method, str) else (None, *method)
+        )
+        p = resolve_preset(preset, sampler, steps, None)
+        label = method if isinstance(method, str) else f"{sampler} x{steps}"
+        outputs, seconds = [], []
+        try:
+            for i, x_hat in enumerate(decoded):
+                gen = torch.Generator().manual_seed(seed + i)
+                t0 = time.perf_counter()
+                y = enhance(x_hat, denoiser, float(sigma), p, generator=gen, codec=codec)
+                seconds.append(time.perf_counter() - t0)
+                outputs.append(quantize(y))
+        except PerceptError as exc:
+            summary.append({"method": label, "nfe": p.nfe, "unavailable": str(exc)})
+            continue
+        for i, y in enumerate(outputs):
+            rows.append(_image_row(names[i], originals[i], y, bpps[i], method=label))
+        realism = swd(originals, outputs, seeds=swd_seeds)
+        summary.append({"method": label, "nfe": p.nfe, "seconds": float(np.median(seconds)),
+                        "swd": realism.mean, "swd_std": realism.std, "unavailable": None})  # fmt: skip
+    per_image = pd.DataFrame(rows)
+    table = per_image.groupby("method", sort=False).agg(psnr=("psnr", "mean"), mse=("mse", "mean"))
+    table = pd.DataFrame(summary).merge(table.reset_index(), on="method", how="left")
+    table["mse_ratio"] = table["mse"] / decode_mse
+    table["swd_floor"] = floor.mean
+    table["sigma"] = float(sigma)
     return per_image, table

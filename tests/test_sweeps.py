@@ -1,0 +1,49 @@
+"""The sweeps behind the book's chapters: sigma sweep and the presets' speed-performance table."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from percept.codecs import get_codec
+from percept.models import EDMDenoiser, UNet, UNetConfig
+from percept.sweeps import preset_sweep, sigma_sweep
+
+TINY = UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, groups=4)
+
+
+@pytest.fixture(scope="module")
+def setup(kodak_dir):
+    from percept.images import load_image
+
+    image = load_image(kodak_dir / "kodim23.png")[0]
+    images = {"a": image[..., :64, :64], "b": image[..., 200:264, 300:364]}
+    torch.manual_seed(0)
+    return images, get_codec("jpeg", 10), EDMDenoiser(UNet(TINY)).eval()
+
+
+def test_sigma_sweep_includes_the_plain_decode(setup):
+    images, codec, prior = setup
+    per_image, table = sigma_sweep(images, codec, prior, [0.05], progress=False, swd_seeds=(0, 1))
+    assert list(table["sigma"]) == [0.0, 0.05]
+    assert table.loc[0, "mse_ratio"] == pytest.approx(1.0)
+    assert len(per_image) == 4 and per_image["bpp"].gt(0).all()
+
+
+def test_preset_sweep_times_methods_and_says_why_one_cannot_run(setup):
+    images, codec, prior = setup
+    per_image, table = preset_sweep(
+        images, codec, prior, ["medium", ("euler_maruyama", 3), "fast", "slow"], 0.1,
+        progress=False, swd_seeds=(0, 1),
+    )  # fmt: skip
+    rows = table.set_index("method")
+    assert list(rows.index) == ["decode", "medium", "euler_maruyama x3", "fast", "slow"]
+    assert rows.loc["decode", "mse_ratio"] == pytest.approx(1.0)
+    assert rows.loc["medium", "nfe"] == 6 and rows.loc["euler_maruyama x3", "nfe"] == 3
+    assert rows.loc["medium", "seconds"] > 0 and rows.loc["medium", "psnr"] > 0
+    assert "consistency" in rows.loc["fast", "unavailable"]
+    assert (
+        "differentiable" in rows.loc["slow", "unavailable"]
+        or "codec" in rows.loc["slow", "unavailable"]
+    )
+    assert set(per_image["method"]) == {"decode", "medium", "euler_maruyama x3"}
