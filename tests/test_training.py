@@ -160,3 +160,19 @@ def test_a_run_directory_takes_one_trainer_at_a_time(tmp_path):
         train_prior(tiny_config(steps=2), tmp_path, progress=False, export=False)
     held.close()
     train_prior(tiny_config(steps=2), tmp_path, progress=False, export=False)
+
+
+def test_cooldown_decays_lr_linearly_to_zero_then_stops(tmp_path):
+    train_prior(
+        tiny_config(steps=100, log_every=1), tmp_path, max_steps=4, progress=False, export=False
+    )
+    summary = train_prior(
+        tiny_config(steps=100, log_every=1), tmp_path, resume=True, cooldown=5, progress=False,
+        export=False,
+    )  # fmt: skip
+    assert summary["step"] == 9
+    lrs = [r["lr"] for r in runtime.read_log(tmp_path) if "lr" in r and r["step"] > 4]
+    base = runtime.learning_rate(4, 3e-3, 2, 1000)
+    assert lrs == pytest.approx([base * (1 - k / 5) for k in range(5)])
+    with pytest.raises(PerceptError, match="cooldown"):
+        train_prior(tiny_config(steps=100), tmp_path, resume=True, cooldown=0, progress=False)

@@ -43,6 +43,13 @@ def _prior_main(argv: list[str]) -> int:
         default=None,
         help="start a new run from published weights (zoo name or .safetensors), e.g. percept-prior-s",
     )
+    p.add_argument(
+        "--cooldown",
+        type=int,
+        default=None,
+        metavar="N",
+        help="decay the learning rate linearly to zero over the next N steps, then stop",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = p.parse_args(argv)
@@ -57,6 +64,7 @@ def _prior_main(argv: list[str]) -> int:
         max_steps=args.max_steps,
         device=args.device,
         init_from=args.init_from,
+        cooldown=args.cooldown,
     )
     print(json.dumps(summary))
     return 0

@@ -118,6 +118,7 @@ def train_prior(
     export: bool = True,
     progress: bool = True,
     init_from: str | Path | None = None,
+    cooldown: int | None = None,
 ) -> dict:
     """Train (or resume) a prior in `run_dir`; returns a summary dict. Stops at `cfg.steps`,
     `max_steps` (total across resumes), after `max_minutes` of this session, or on SIGTERM/SIGINT,
@@ -126,7 +127,12 @@ def train_prior(
     `init_from` (a zoo name or an exported .safetensors) starts a new run from published weights:
     model and EMA take them, the step count and training time continue from their card, and the
     optimizer starts afresh with a short re-warm-up. That is how a session continues the shipped
-    prior when the previous session's full checkpoint (optimizer state) is gone."""
+    prior when the previous session's full checkpoint (optimizer state) is gone.
+
+    `cooldown` N finishes a session the way warmup-stable-decay schedules do (Hagele et al. 2024):
+    the learning rate falls linearly from the schedule's value to zero over the next N steps, and
+    the session stops there. The schedule itself has no end, so a later resume continues from the
+    schedule's learning rate; the log records the rate of every logged step."""
     run_dir = Path(run_dir)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -167,6 +173,10 @@ def train_prior(
     val_clean = center_crops(load_split("val", cfg.val_images, min_side=32), cfg.val_crop)
     n_params = count_parameters(model)
     stop_at = min(cfg.steps, max_steps) if max_steps is not None else cfg.steps
+    if cooldown is not None:
+        if cooldown < 1:
+            raise PerceptError(f"cooldown must be a positive number of steps, got {cooldown}")
+        cool_from, stop_at = step, min(stop_at, step + cooldown)
     timer = runtime.Timer(offset)
     last_ckpt = timer.session()
     losses: list[float] = []
@@ -192,6 +202,8 @@ def train_prior(
                 group["lr"] = runtime.learning_rate(step, cfg.lr, cfg.warmup_steps, cfg.decay_start)
                 if rewarm_from is not None:
                     group["lr"] *= min(1.0, (step - rewarm_from + 1) / REWARM_STEPS)
+                if cooldown is not None:
+                    group["lr"] *= 1.0 - (step - cool_from) / cooldown
             with _autocast(dev, cfg.bf16):
                 loss = edm_loss(model, x0.to(dev), sigma.to(dev), noise.to(dev))
             opt.zero_grad(set_to_none=True)
