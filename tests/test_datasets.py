@@ -87,3 +87,26 @@ def test_kodak_download_rejects_wrong_bytes(tmp_path, monkeypatch):
     with pytest.raises(PerceptError, match="SHA-256"):
         datasets.download_kodak(tmp_path)
     assert not (tmp_path / "kodim01.png").exists()
+
+
+def test_named_image_loads_out_of_domain_and_kodak_images(kodak_dir):
+    from percept.data import SKIMAGE_OUT_OF_DOMAIN, named_image
+
+    for name in SKIMAGE_OUT_OF_DOMAIN:
+        image = named_image(name)
+        assert image.shape[:2] == (1, 3) and 0 <= image.min() and image.max() <= 1
+    assert named_image("kodim23").shape == (1, 3, 512, 768)
+    with pytest.raises(PerceptError, match="unknown scikit-image image"):
+        named_image("nonesuch")
+
+
+def test_image_panel_draws_one_axis_per_image():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from percept.plots import image_panel
+
+    fig = image_panel(
+        {"a": torch.zeros(1, 3, 8, 8), "b": torch.ones(3, 8, 8), "c": torch.rand(3, 4, 4)}, ncols=2
+    )
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["a", "b", "c"]

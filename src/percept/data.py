@@ -14,6 +14,16 @@ from percept.images import load_image, pil_to_tensor
 
 KODAK_NAMES = [f"kodim{i:02d}.png" for i in range(1, 25)]
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+# scikit-image's bundled images that are NOT natural photos like the prior's training data: scanned
+# text, astronomy, microscopy, synthetic graphics. The failure-cases chapter feeds them to the enhancer.
+SKIMAGE_OUT_OF_DOMAIN = (
+    "text",
+    "page",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "colorwheel",
+    "checkerboard",
+)
 
 
 def data_root() -> Path | None:
@@ -60,17 +70,34 @@ def imagenet_sample_paths(split: str = "train") -> list[Path]:
 
 
 def skimage_photo(name: str) -> torch.Tensor:
-    """One of scikit-image's bundled photos as [1,3,H,W] in [0,1]."""
+    """One of scikit-image's bundled images (SKIMAGE_PHOTOS or SKIMAGE_OUT_OF_DOMAIN) as [1,3,H,W]
+    in [0,1]; grey images are repeated over the three channels."""
     from PIL import Image
     from skimage import data as skdata
 
-    if name not in SKIMAGE_PHOTOS:
+    if name not in SKIMAGE_PHOTOS + SKIMAGE_OUT_OF_DOMAIN:
         raise ValueError(
-            f"unknown scikit-image photo {name!r}: choose from {', '.join(SKIMAGE_PHOTOS)}"
+            f"unknown scikit-image image {name!r}: choose from "
+            f"{', '.join(SKIMAGE_PHOTOS + SKIMAGE_OUT_OF_DOMAIN)}"
         )
     arr = getattr(skdata, name)()
     img = Image.fromarray(arr)
     return pil_to_tensor(img.convert("RGB"))
+
+
+def named_image(name: str) -> torch.Tensor:
+    """A Kodak image by name ("kodim15", needs PERCEPT_DATA) or a scikit-image image, [1,3,H,W]."""
+    from percept.errors import PerceptError
+
+    if name.startswith("kodim"):
+        by_name = {p.stem: p for p in kodak_paths()}
+        if name.removesuffix(".png") not in by_name:
+            raise PerceptError(f"{name} not found: set PERCEPT_DATA to a folder holding kodak/")
+        return load_image(by_name[name.removesuffix(".png")])[0]
+    try:
+        return skimage_photo(name)
+    except ValueError as exc:
+        raise PerceptError(str(exc)) from None
 
 
 def demo_photo() -> tuple[torch.Tensor, str]:

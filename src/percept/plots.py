@@ -1,4 +1,5 @@
-"""Plots of results tables: rate-distortion, rate-perception, perception-distortion, time-quality.
+"""Plots of results tables: rate-distortion, rate-perception, perception-distortion, time-quality;
+and `image_panel`, images side by side at full resolution for visual comparison.
 
 Each helper takes a tidy pandas DataFrame, one row per (codec, method, setting) operating point with
 columns such as ``codec``, ``method``, ``quality``, ``bpp``, ``psnr``, ``ms_ssim``, ``lpips``, ``fid``,
@@ -127,3 +128,25 @@ def time_quality(
 ) -> Axes:
     """Quality against decoding time on a log axis (paper 1's fast / medium / slow presets)."""
     return _curve(df, time, metric, hue=hue, style=style, sort=True, ax=ax, logx=True)
+
+
+def image_panel(images, *, titles=None, ncols: int | None = None, inches: float = 3.0):
+    """Images ([1,3,H,W] or [3,H,W] tensors in [0,1], a name -> image mapping) side by side.
+
+    No resampling beyond matplotlib's display: pass crops to look at detail. Returns the Figure.
+    """
+    names = list(images)
+    ncols = ncols or len(names)
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(inches * ncols, inches * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, names):
+        image = images[name]
+        image = image[0] if image.dim() == 4 else image
+        ax.imshow(
+            image.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy(), interpolation="nearest"
+        )
+        ax.set_title(titles[name] if titles and name in titles else name, fontsize="small")
+    fig.tight_layout()
+    return fig

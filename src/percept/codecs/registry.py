@@ -90,10 +90,12 @@ def _load_plugins() -> None:
 
 def import_quietly(module: str):
     """Import a module without the FutureWarning that importing compressai prints (its optional
-    torch_geometric dependency calls the deprecated torch.jit.script at import); a CLI error must
-    stay one line."""
+    torch_geometric dependency calls the deprecated torch.jit.script at import, and imports
+    tqdm.auto, which in a notebook without ipywidgets warns "IProgress not found"); a CLI error must
+    stay one line, and a notebook's output shows no warning that is not the project's."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+        warnings.filterwarnings("ignore", message="IProgress not found")
         return importlib.import_module(module)
 
 
