@@ -230,3 +230,25 @@ def test_enhance_and_interp_methods_with_a_tiny_prior(tmp_path):
         assert dec["bytes"] == enh["bytes"] == mix["bytes"]  # same file, different decoders
         assert enh["psnr"] != dec["psnr"] and enh["decode_s"] > dec["decode_s"]
         assert mix["decode_s"] >= enh["decode_s"]
+
+
+def test_method_table_gives_bd_gains_over_the_plain_decode():
+    from percept.results import method_table
+
+    rows, cells = [], []
+    for q, (rate, p, s) in enumerate([(0.2, 30.0, 50.0), (0.4, 32.0, 40.0), (0.8, 34.0, 30.0)], 1):
+        for method, dp, ds, t in (
+            ("decode", 0.0, 0.0, 0.01),
+            ("enhance:medium:0.1", -1.0, -5.0, 2.0),
+        ):
+            rows.append({"codec": "jpeg", "quality": q, "method": method, "image": "a", "bytes": 10,
+                         "bpp": rate, "psnr": p + dp, "decode_s": t})  # fmt: skip
+            cells.append({"codec": "jpeg", "quality": q, "method": method,
+                          "swd": {"mean": s + ds, "std": 1.0}})  # fmt: skip
+    table = method_table({"rows": rows, "cells": cells}).set_index("method")
+    assert table.loc["decode", "bd_psnr"] == 0.0
+    assert table.loc["enhance:medium:0.1", "bd_psnr"] == pytest.approx(-1.0)
+    assert table.loc["enhance:medium:0.1", "bd_swd"] == pytest.approx(
+        5.0
+    )  # positive: more realistic
+    assert table.loc["enhance:medium:0.1", "decode_s"] == pytest.approx(2.0)

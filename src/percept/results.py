@@ -18,7 +18,7 @@ import torch
 from percept import metrics
 from percept.errors import PerceptError
 from percept.images import atomic_write_bytes
-from percept.metrics import bd_rate
+from percept.metrics import bd_metric, bd_rate
 
 SCHEMA = "percept.results/1"
 TIMING_FIELDS = ("decode_s",)  # differ between runs; everything else is deterministic
@@ -155,11 +155,38 @@ def bd_table(results: dict, reference: str | None = None) -> pd.DataFrame:
     )
 
 
-def _safe_bd(ref: pd.DataFrame, test: pd.DataFrame, metric: str, higher: bool) -> float:
+def method_table(results: dict, base: str = "decode") -> pd.DataFrame:
+    """Paper 1's Table 3 layout: per codec and method, the gain over that codec's `base` method.
+
+    Columns: median decode time per image (s; the codec's decode plus the method), BD-PSNR (dB) and
+    BD-SWD (x1e3, positive = more realistic) against the base curve at the same rates (an enhancer
+    re-uses the codec's bits, so the rates are equal and the BD figure is the mean difference over
+    the common log-rate range). NaN where a codec has fewer than two qualities.
+    """
+    table = summarize(results)
+    out = []
+    for codec, part in table.groupby("codec", sort=False):
+        ref = part[part.method == base].sort_values("bpp")
+        for method, test in part.groupby("method", sort=False):
+            test = test.sort_values("bpp")
+            entry = {"codec": codec, "method": method, "qualities": len(test)}
+            entry["decode_s"] = float(test["decode_s"].median()) if "decode_s" in test else math.nan
+            for metric, higher in (("psnr", True), ("swd", False)):
+                entry[f"bd_{metric}"] = (
+                    0.0 if method == base else _safe_bd(ref, test, metric, higher, bd_metric)
+                )
+            out.append(entry)
+    return pd.DataFrame(
+        out, columns=["codec", "method", "qualities", "decode_s", "bd_psnr", "bd_swd"]
+    )
+
+
+def _safe_bd(ref: pd.DataFrame, test: pd.DataFrame, metric: str, higher: bool, fn=bd_rate) -> float:
+    """`fn` (bd_rate or bd_metric) of two curves, NaN where there is no curve to integrate."""
     if metric not in ref or len(ref) < 2 or len(test) < 2:
         return math.nan
     try:
-        return bd_rate(ref.bpp, ref[metric], test.bpp, test[metric], higher_is_better=higher)
+        return fn(ref.bpp, ref[metric], test.bpp, test[metric], higher_is_better=higher)
     except ValueError:  # e.g. two qualities with the same metric value: no curve to integrate
         return math.nan
 
