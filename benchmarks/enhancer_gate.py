@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--images", type=int, default=24, help="first N Kodak images (256 crops)")
     parser.add_argument("--calib-images", type=int, default=8)
+    parser.add_argument("--calib-crop", type=int, default=256, help="side of the calibration crops")
+    parser.add_argument(
+        "--tol", type=float, default=0.02, help="calibration stops at a ratio within 2 * (1 +- tol)"
+    )
     parser.add_argument("--recalibrate", action="store_true")
     parser.add_argument("--store", action="store_true", help="write new sigmas to the table")
     parser.add_argument("--seed", type=int, default=0)
@@ -92,16 +96,18 @@ def main(argv: list[str] | None = None) -> int:
             sigma = lookup_sigma(name, quality, args.prior, args.preset)
             calib_ratio = None
         except CalibrationMissing:
-            calib = calib if calib is not None else calibration_images(args.calib_images)
+            if calib is None:
+                calib = calibration_images(args.calib_images, args.calib_crop)
             sigma, history = calibrate_sigma(
-                codec, prior, calib, args.preset, seed=args.seed, return_history=True
+                codec, prior, calib, args.preset, seed=args.seed, tol=args.tol, return_history=True
             )
             calib_ratio = min(history, key=lambda h: abs(h[1] - 2.0))[1]
-            source = f"calibrated on {len(calib)} imagenet-sample val crops"
+            source = f"calibrated on {len(calib)} imagenet-sample val {args.calib_crop}px crops"
             if args.store:
                 store_sigma(name, quality, args.prior, args.preset, sigma, {
                     "mse_ratio_target": 2.0, "mse_ratio": calib_ratio, "images": len(calib),
-                    "set": "imagenet-sample val, top-left 256x256", "seed": args.seed,
+                    "set": f"imagenet-sample val, top-left {args.calib_crop}x{args.calib_crop}",
+                    "seed": args.seed, "tol": args.tol,
                 })  # fmt: skip
         _, table = sigma_sweep(
             kodak, codec, prior, [sigma], preset=args.preset, seed=args.seed, progress=False
