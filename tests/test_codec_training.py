@@ -204,6 +204,13 @@ def test_init_from_starts_from_another_rates_weights(trained, tmp_path):
         train_codec(cfg, out, threads=2, export=True)
         tuned, record = load_trained_codec(out / "codec-test.safetensors")
         assert record["init_from"] == str(init)
+        if init == run_dir:  # the card adds the steps of the run it started from
+            from percept.codecs.project import publish_codec
+
+            card = publish_codec(out, "tuned", folder=tmp_path / "zoo")["card"]
+            assert card["steps_this_run"] == 1
+            assert card["steps"] == 1 + summary["step"]
+            assert card["lineage"][0]["run"] == str(run_dir)
         # lr 0: the weights are exactly those it started from
         for key, value in source.state_dict().items():
             if not key.endswith(("_quantized_cdf", "_offset", "_cdf_length")):

@@ -165,6 +165,17 @@ def roundtrip_is_exact(
     return bool(torch.equal(ref, out))
 
 
+def _run_log(run_dir: Path) -> tuple[list[dict], float]:
+    """A codec run's log rows and its wall time (elapsed_s restarts at every resumed session)."""
+    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line]
+    seconds, previous = 0.0, 0.0
+    for r in rows:
+        if "elapsed_s" in r:
+            seconds += r["elapsed_s"] - previous if r["elapsed_s"] >= previous else r["elapsed_s"]
+            previous = r["elapsed_s"]
+    return rows, seconds
+
+
 def publish_codec(
     run_dir: str | os.PathLike,
     name: str | None = None,
@@ -200,22 +211,31 @@ def publish_codec(
     name = name or run_config["name"]
     folder = Path(folder) if folder is not None else zoo.weights_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line]
+    rows, seconds = _run_log(run_dir)
     losses = [r for r in rows if "loss" in r]
-    seconds, previous = 0.0, 0.0
-    for r in losses:  # elapsed_s restarts at every resumed session
-        seconds += r["elapsed_s"] - previous if r["elapsed_s"] >= previous else r["elapsed_s"]
-        previous = r["elapsed_s"]
+    # A fine-tuned rate carries the training of the runs it started from (init_from, recursively).
+    lineage, total_steps, total_seconds = [], record["steps_trained"], seconds
+    source = record.get("init_from")
+    while source and Path(source).is_dir() and (Path(source) / "config.json").is_file():
+        source_rows, source_seconds = _run_log(Path(source))
+        source_steps = max((r["step"] for r in source_rows if "step" in r), default=0)
+        lineage.append(
+            {"run": str(source), "steps": source_steps, "train_seconds": round(source_seconds, 1)}
+        )
+        total_steps, total_seconds = total_steps + source_steps, total_seconds + source_seconds
+        source = json.loads((Path(source) / "config.json").read_text()).get("init_from")
     card = {
         **record,
         "name": name,
         "arch": record["architecture"],
         "schedule_steps": record["steps"],
-        "steps": record["steps_trained"],
+        "steps": total_steps,
+        "steps_this_run": record["steps_trained"],
+        "lineage": lineage,
         "params": sum(p.numel() for p in model.parameters()),
         "data": record.get("train_data"),
         "storage_dtype": "float16" if half else "float32",
-        "train_seconds": round(seconds, 1),
+        "train_seconds": round(total_seconds, 1),
         "source_run": str(run_dir),
         "history": {
             "val": [r for r in rows if r.get("kind") == "val"],
