@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         "--bm3d-images", type=int, default=None, help="BM3D on the first K of them (0: skip)"
     )
     parser.add_argument("--crop", type=int, default=256)
+    parser.add_argument(
+        "--sigmas", type=float, nargs="+", default=list(SIGMAS), help="noise levels ([-1,1] units)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("out/prior_quality.json"))
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     clean, names = kodak_crops(args.images, args.crop)
     n_bm3d = len(clean) if args.bm3d_images is None else min(args.bm3d_images, len(clean))
     results, timings = {}, {"prior": 0.0, "bm3d": 0.0}
-    for sigma in tqdm(SIGMAS, desc="noise levels"):
+    for sigma in tqdm(args.sigmas, desc="noise levels"):
         noisy = noisy_versions(clean, sigma, args.seed)
         blur, radius = best_blur(clean, noisy)
         t = time.perf_counter()
