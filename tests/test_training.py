@@ -176,3 +176,19 @@ def test_cooldown_decays_lr_linearly_to_zero_then_stops(tmp_path):
     assert lrs == pytest.approx([base * (1 - k / 5) for k in range(5)])
     with pytest.raises(PerceptError, match="cooldown"):
         train_prior(tiny_config(steps=100), tmp_path, resume=True, cooldown=0, progress=False)
+
+
+def test_published_card_of_a_continued_run_starts_at_step_zero(tmp_path):
+    from percept.zoo import publish_run, read_registry
+
+    train_prior(tiny_config(steps=4, val_every=2), tmp_path / "first", progress=False, export=False)
+    publish_run(tmp_path / "first", "toy", folder=tmp_path / "zoo")
+    train_prior(
+        tiny_config(steps=8, val_every=2), tmp_path / "second", init_from=tmp_path / "zoo" / "toy.safetensors",
+        progress=False, export=False,
+    )  # fmt: skip
+    publish_run(tmp_path / "second", "toy", folder=tmp_path / "zoo")
+    card = read_registry(tmp_path / "zoo" / "zoo.json")["toy"]["card"]
+    assert [r["step"] for r in card["history"]["val"]] == [2, 4, 6, 8]
+    assert card["history"]["loss"][0]["step"] == 1 and card["history"]["loss"][-1]["step"] == 8
+    assert len(card["commands"]) == 2 and card["steps"] == 8

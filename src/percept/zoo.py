@@ -159,10 +159,18 @@ def publish_run(
     losses = [r for r in log if "loss" in r]
     # the whole held-out history and about 200 points of the loss curve travel with the weights,
     # so the model card in the book can plot them without the run directory
-    card["history"] = {
-        "val": [r for r in log if "val_psnr" in r],
-        "loss": losses[:: max(1, len(losses) // 200)],
-    }
+    history = {"val": [r for r in log if "val_psnr" in r], "loss": losses}
+    inherited = run_dir / "inherited_card.json"
+    if (
+        inherited.is_file()
+    ):  # a run started --init-from published weights: its card starts at step 0
+        source = json.loads(inherited.read_text())
+        before = source.get("history", {})
+        history = {k: before.get(k, []) + history[k] for k in history}
+        earlier = source.get("commands") or ([source["command"]] if source.get("command") else [])
+        card["commands"] = earlier + card.get("commands", [])
+    history["loss"] = history["loss"][:: max(1, len(history["loss"]) // 200)]
+    card["history"] = history
     return publish(name, kind, state, card, folder=folder)
 
 

@@ -166,8 +166,9 @@ def train_prior(
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     rewarm_from = None
     if init_from is not None and not resume:
-        step, offset = _load_published(init_from, cfg, model, ema)
+        step, offset = _load_published(init_from, cfg, model, ema, run_dir)
         rewarm_from = step
+    runtime.append_log(run_dir, {"step": step, "command": " ".join(sys.argv)})
 
     train_images = load_split("train", cfg.train_images, min_side=cfg.crop)
     val_clean = center_crops(load_split("val", cfg.val_images, min_side=32), cfg.val_crop)
@@ -247,10 +248,15 @@ def train_prior(
 
 
 REWARM_STEPS = 100
+INHERITED = "inherited_card.json"
 
 
-def _load_published(source: str | Path, cfg: PriorTrainConfig, model, ema) -> tuple[int, float]:
-    """Load exported EMA weights into `model` and `ema`; returns (steps, train_seconds) of their card."""
+def _load_published(
+    source: str | Path, cfg: PriorTrainConfig, model, ema, run_dir: Path
+) -> tuple[int, float]:
+    """Load exported EMA weights into `model` and `ema`; returns (steps, train_seconds) of their card.
+    Their card is kept as `inherited_card.json` in the run, so the published card's history and
+    commands start at step 0 (`percept.zoo.publish_run` merges it)."""
     from percept.zoo import load_weights_and_card
 
     state, card = load_weights_and_card(source)
@@ -260,6 +266,14 @@ def _load_published(source: str | Path, cfg: PriorTrainConfig, model, ema) -> tu
         )
     model.net.load_state_dict(state)
     ema.net.load_state_dict(state)
+    inherited = {
+        k: card[k]
+        for k in ("name", "steps", "train_seconds", "commands", "command", "history")
+        if k in card
+    }
+    (run_dir / INHERITED).write_text(
+        json.dumps({"source": str(source), **inherited}, indent=2) + "\n"
+    )
     return int(card.get("steps", 0)), float(card.get("train_seconds", 0.0))
 
 
@@ -282,7 +296,7 @@ def export_model(run_dir: Path | str, out_path: Path | str) -> Path:
         "data": f"imagenet-sample train split, {cfg['crop']}x{cfg['crop']} crops, scale {cfg['scale_range']}",
         "training_config": cfg,
         "val_psnr": (runtime.latest_val(run_dir) or {}).get("val_psnr"),
-        "command": " ".join(sys.argv),
+        "commands": [r["command"] for r in runtime.read_log(run_dir) if "command" in r],
         "environment": environment(),
     }
     state = {k.removeprefix("net."): v for k, v in ck["ema"].items()}
