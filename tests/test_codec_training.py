@@ -232,9 +232,14 @@ def test_publish_codec_ships_a_float16_verified_file(trained, tmp_path):
     assert entry["kind"] == "codec" and entry["sha256"] == zoo.sha256_file(shipped)
     from safetensors import safe_open
 
+    source, _ = load_trained_codec(run_dir / "codec-test.safetensors")
+    params = {name for name, _ in source.named_parameters()}
     with safe_open(str(shipped), framework="pt") as fh:
-        dtypes = {fh.get_tensor(k).dtype for k in fh.keys()}
-    assert torch.float16 in dtypes and torch.float32 not in dtypes
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    assert all(tensors[k].dtype == torch.float16 for k in params)
+    # buffers keep their exact values: a rounded scale table would change the entropy coder
+    scale_table = source.gaussian_conditional.scale_table
+    assert torch.equal(tensors["gaussian_conditional.scale_table"], scale_table)
     assert zoo.weights_path("codec-test-q3", registry=registry) == shipped
     card = zoo.read_registry(registry)["codec-test-q3"]["card"]
     assert card["storage_dtype"] == "float16" and card["history"]["loss"]

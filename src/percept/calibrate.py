@@ -65,6 +65,7 @@ def store_sigma(
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as fh:
         fh.write(json.dumps(table, indent=2, sort_keys=True) + "\n")
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; the table ships inside the package
     os.replace(tmp, path)
     return entry
 

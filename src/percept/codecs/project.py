@@ -52,15 +52,19 @@ def save_trained_codec(
     """Write the state dict and config to one safetensors file (atomically).
 
     The caller must have run `model.update(force=True)` so that the CDF tables are current; the
-    tables are buffers, so they are part of the state dict. `half` stores the floating-point
-    tensors as float16 (the loader copies them into float32 parameters); the tables stay int32.
+    tables are buffers, so they are part of the state dict. `half` stores the parameters as float16
+    (the loader copies them into float32 parameters); buffers (CDF tables, the Gaussian conditional's
+    scale table) keep their dtype, since rounding them would change the coder.
     """
     from safetensors.torch import save_file
 
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if half:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    if half:  # parameters only: buffers such as the scale table must keep their exact values
+        params = {name for name, _ in model.named_parameters()}
+        state = {
+            k: v.half() if k in params and v.is_floating_point() else v for k, v in state.items()
+        }
     if not any(k.endswith("_quantized_cdf") and v.numel() > 0 for k, v in state.items()):
         raise ValueError("the model has no CDF tables: call model.update(force=True) before saving")
     tmp = path.with_name(f".{path.name}.tmp")
@@ -202,11 +206,9 @@ def publish_codec(
         )
     model, record = load_trained_codec(source)
     if half:
-        rounded = {
-            k: v.half().float() if v.is_floating_point() else v
-            for k, v in model.state_dict().items()
-        }
-        model.load_state_dict(rounded)
+        with torch.no_grad():  # the values a float16 file holds; buffers are stored exactly
+            for p in model.parameters():
+                p.copy_(p.half().float())
     model.update(force=True)
     name = name or run_config["name"]
     folder = Path(folder) if folder is not None else zoo.weights_dir()
