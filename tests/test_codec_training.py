@@ -243,6 +243,7 @@ def test_publish_codec_ships_a_float16_verified_file(trained, tmp_path):
     assert zoo.weights_path("codec-test-q3", registry=registry) == shipped
     card = zoo.read_registry(registry)["codec-test-q3"]["card"]
     assert card["storage_dtype"] == "float16" and card["history"]["loss"]
+    assert card["kind"] == "codec" and card["name"] == "codec-test-q3"  # the book's cards need both
     assert card["train_seconds"] > 0
     model, record = load_trained_codec(shipped)
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))

@@ -98,7 +98,7 @@ def register(name: str, kind: str, path: Path, card: dict[str, Any], *, folder: 
         "sha256": sha,
         "kind": kind,
         "arch": card.get("arch"),
-        "card": {**card, "sha256": sha},
+        "card": {**card, "kind": kind, "name": name, "sha256": sha},
     }
     (folder / "zoo.json").write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
     return registry[name]
