@@ -139,6 +139,7 @@ def train_distill(
         step, offset = int(ck["step"]), float(ck["train_seconds"])
     else:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    runtime.append_log(run_dir, {"step": step, "command": " ".join(sys.argv)})
 
     images = load_split("train", cfg.train_images, min_side=cfg.crop)
     val_clean = center_crops(load_split("val", cfg.val_images, min_side=32), cfg.val_crop)
@@ -223,7 +224,8 @@ def export_model(run_dir: Path | str, out_path: Path | str) -> Path:
         "sigma_max": cfg["sigma_max"], "sigma_data": 0.5, "teacher": cfg["teacher"], "steps": int(ck["step"]),
         "train_seconds": round(float(ck["train_seconds"]), 1), "training_config": cfg,
         "val_psnr": (runtime.latest_val(run_dir) or {}).get("val_psnr"),
-        "command": " ".join(sys.argv), "environment": environment(),
+        "commands": [r["command"] for r in runtime.read_log(run_dir) if "command" in r],
+        "environment": environment(),
     }  # fmt: skip
     state = {k.removeprefix("net."): v for k, v in ck["ema"].items()}
     return save_weights(state, card, Path(out_path))
