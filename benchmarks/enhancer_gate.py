@@ -37,16 +37,6 @@ def parse_settings(items: list[str]) -> list[tuple[str, int]]:
     return out
 
 
-def calibration_images(n: int, size: int = 256) -> list[torch.Tensor]:
-    from percept.data import imagenet_sample_paths
-    from percept.images import load_image
-
-    paths = imagenet_sample_paths("val")[:n]
-    if len(paths) < n:
-        raise SystemExit("imagenet-sample not found: set PERCEPT_DATA (see the data README)")
-    return [load_image(p)[0][..., :size, :size] for p in paths]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--prior", default="percept-prior-s", help="zoo name or weights path")
@@ -69,7 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from percept.calibrate import CalibrationMissing, calibrate_sigma, lookup_sigma, store_sigma
+    from percept.calibrate import (
+        CalibrationMissing,
+        calibrate_sigma,
+        calibration_images,
+        lookup_sigma,
+        store_sigma,
+    )
     from percept.codecs import get_codec
     from percept.datasets import load_dataset
     from percept.enhancer import load_prior

@@ -186,6 +186,18 @@ def calibrate_sigma(
     return (sigma, history) if return_history else sigma
 
 
+def calibration_images(n: int, size: int = 256) -> list[Tensor]:
+    """The calibration set: the top-left size x size crops of the first n imagenet-sample val images
+    (never Kodak, which is for evaluation only)."""
+    from percept.data import imagenet_sample_paths
+    from percept.images import load_image
+
+    paths = imagenet_sample_paths("val")[:n]
+    if not paths:
+        raise PerceptError("imagenet-sample not found: set PERCEPT_DATA (see the data README)")
+    return [load_image(path)[0][..., :size, :size] for path in paths]
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m percept.calibrate --codec C --quality Q --prior P --preset medium`: fill the table."""
     p = argparse.ArgumentParser(prog="python -m percept.calibrate", description=main.__doc__)
@@ -201,14 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from percept.codecs import get_codec
-    from percept.data import imagenet_sample_paths
     from percept.enhancer import load_prior
-    from percept.images import load_image
 
-    paths = imagenet_sample_paths("val")[: args.images]
-    if not paths:
-        raise PerceptError("imagenet-sample not found: set PERCEPT_DATA (see the data README)")
-    images = [load_image(path)[0][..., :256, :256] for path in paths]
+    images = calibration_images(args.images)
     codec = get_codec(args.codec, args.quality)
     sigma, history = calibrate_sigma(
         codec,

@@ -56,6 +56,11 @@ def save_weights(state_dict: dict[str, Tensor], card: dict[str, Any], out_path: 
     return out_path
 
 
+def thin(rows: list, points: int = 200) -> list:
+    """Every k-th row, so that about `points` rows of a training curve travel in a model card."""
+    return rows[:: max(1, len(rows) // points)]
+
+
 def read_registry(registry: Path | None = None) -> dict[str, dict]:
     path = registry or weights_dir() / "zoo.json"
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -160,16 +165,15 @@ def publish_run(
     # the whole held-out history and about 200 points of the loss curve travel with the weights,
     # so the model card in the book can plot them without the run directory
     history = {"val": [r for r in log if "val_psnr" in r], "loss": losses}
-    inherited = run_dir / "inherited_card.json"
-    if (
-        inherited.is_file()
-    ):  # a run started --init-from published weights: its card starts at step 0
+    # a run started --init-from published weights: its card starts at step 0
+    inherited = run_dir / runtime.INHERITED_CARD
+    if inherited.is_file():
         source = json.loads(inherited.read_text())
         before = source.get("history", {})
         history = {k: before.get(k, []) + history[k] for k in history}
         earlier = source.get("commands") or ([source["command"]] if source.get("command") else [])
         card["commands"] = earlier + card.get("commands", [])
-    history["loss"] = history["loss"][:: max(1, len(history["loss"]) // 200)]
+    history["loss"] = thin(history["loss"])
     card["history"] = history
     return publish(name, kind, state, card, folder=folder)
 
@@ -291,6 +295,6 @@ def main(argv: list[str]) -> int:
             args.run_dir, args.name, kind, folder=args.folder, half=not args.float32
         )
     card = entry["card"]
-    print(f"published {card.get('name', args.name or card.get('name'))}: {entry['file']} "
+    print(f"published {card['name']}: {entry['file']} "
           f"({entry['kind']}, {card.get('steps')} steps, sha256 {entry['sha256'][:12]}...)")  # fmt: skip
     return 0

@@ -243,7 +243,7 @@ def publish_codec(
             "val": [r for r in rows if r.get("kind") == "val"],
             "loss": [
                 {k: r[k] for k in ("step", "loss", "bpp", "mse") if k in r}
-                for r in losses[:: max(1, len(losses) // 200)]
+                for r in zoo.thin(losses)
             ],
         },
     }

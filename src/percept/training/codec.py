@@ -68,9 +68,8 @@ class CodecTrainConfig:
     log_every: int = 10
     val_every: int = 1000
     checkpoint_every: int = 250
-    init_from: str | None = (
-        None  # start from another run's weights (run dir or exported codec file)
-    )
+    # start from another run's weights (a run directory or an exported codec file)
+    init_from: str | None = None
     description: str = ""
 
 

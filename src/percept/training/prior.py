@@ -248,7 +248,6 @@ def train_prior(
 
 
 REWARM_STEPS = 100
-INHERITED = "inherited_card.json"
 
 
 def _load_published(
@@ -271,7 +270,7 @@ def _load_published(
         for k in ("name", "steps", "train_seconds", "commands", "command", "history")
         if k in card
     }
-    (run_dir / INHERITED).write_text(
+    (run_dir / runtime.INHERITED_CARD).write_text(
         json.dumps({"source": str(source), **inherited}, indent=2) + "\n"
     )
     return int(card.get("steps", 0)), float(card.get("train_seconds", 0.0))

@@ -50,6 +50,11 @@ def read_config(name_or_path: str, prefix: str) -> dict:
     return json.loads(res.read_text())
 
 
+# A run started from published weights keeps their card here (history and commands before step 0
+# of this run); `percept.zoo.publish_run` merges it into the new card.
+INHERITED_CARD = "inherited_card.json"
+
+
 def lock_run(run_dir: Path):
     """Hold an exclusive lock on a run directory for as long as the returned file stays open.
 
