@@ -198,3 +198,33 @@ def test_karras_schedule_is_what_enhance_runs(images):
     assert [round(c["sigma"], 6) for c in seen] == [
         round(float(s), 6) for s in karras_sigmas(6, 0.4)[:-1]
     ]
+
+
+def test_fast_2_renoises_to_half_sigma(images):
+    from percept.schedules import halving_sigmas
+
+    assert halving_sigmas(3, 0.8).tolist() == [0.8, 0.4, 0.2, 0.0]
+    seen = []
+    flow = GaussianFlowMap(torch.zeros(192), torch.eye(192) * 0.1)
+    enhance(images, flow, 0.6, "fast-2", callback=lambda info: seen.append(float(info["sigma"])))
+    assert seen == pytest.approx([0.6, 0.3])  # not a second call at sigma_min (a no-op for a CM)
+
+
+def test_bf16_precision_is_close_to_fp32_and_checked(images):
+    from percept.models import EDMDenoiser, UNet, UNetConfig
+
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, groups=4))
+    with torch.no_grad():  # a fresh UNet's output layer is zero: give it something to compute
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    den = EDMDenoiser(net).eval()
+    kw = dict(sampler="euler", steps=2, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        full = enhance(images, den, 0.3, **kw)
+        kw["generator"] = torch.Generator().manual_seed(0)
+        half = enhance(images, den, 0.3, precision="bf16", **kw)
+    assert half.dtype == torch.float32
+    assert 0 < float((full - half).abs().max()) < 0.02
+    with pytest.raises(PerceptError, match="precision"):
+        enhance(images, den, 0.3, precision="fp8")

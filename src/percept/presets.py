@@ -58,7 +58,7 @@ PRESETS: dict[str, Preset] = {
             "fast-2",
             "consistency",
             2,
-            "two consistency-model steps (re-noise once)",
+            "two consistency-model steps (re-noise to sigma/2 once)",
             needs_consistency_model=True,
         ),
         Preset("medium", "dpmpp_2m", 6, "few-step PF-ODE, DPM-Solver++(2M)"),

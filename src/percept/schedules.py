@@ -45,6 +45,19 @@ def loglinear_sigmas(steps: int, sigma_start: float, sigma_min: float = SIGMA_MI
     return torch.cat([sigmas, sigmas.new_zeros(1)])
 
 
+def halving_sigmas(steps: int, sigma_start: float) -> Tensor:
+    """[sigma, sigma/2, ..., sigma/2^(steps-1), 0]: multistep consistency sampling from partial noise.
+
+    A consistency model maps any sigma straight to 0, so a schedule whose extra levels sit near
+    sigma_min (as Karras' does for few steps) re-noises by almost nothing and repeats step one.
+    Halving re-noises at levels that still let each extra step redraw detail (Song et al. 2023
+    choose their second level by search; halving is the simple default for a sigma <= ~2 start).
+    """
+    _check(steps, sigma_start)
+    levels = [sigma_start / 2**i for i in range(steps)]
+    return torch.tensor([*levels, 0.0], dtype=torch.float64)
+
+
 def nfe(sigmas: Tensor) -> int:
     """Network evaluations a first-order sampler spends on this schedule: one per nonzero sigma."""
     return int((sigmas > 0).sum())

@@ -247,6 +247,8 @@ def load_denoiser(name_or_path: str | os.PathLike, *, registry: Path | None = No
             from percept.training.prior import load_run_denoiser
         return load_run_denoiser(path)
     state, card = load_weights_and_card(name_or_path, registry=registry)
+    if card.get("base"):  # a low-rank patch on a published prior (percept.models.lowrank)
+        state = _apply_to_base(state, card, registry)
     net = UNet(UNetConfig.from_dict(card["unet"]))
     net.load_state_dict(state)
     if card["kind"] == "prior":
@@ -298,3 +300,19 @@ def main(argv: list[str]) -> int:
     print(f"published {card['name']}: {entry['file']} "
           f"({entry['kind']}, {card.get('steps')} steps, sha256 {entry['sha256'][:12]}...)")  # fmt: skip
     return 0
+
+
+def _apply_to_base(delta: dict[str, Tensor], card: dict, registry: Path | None) -> dict[str, Tensor]:
+    """The full weights of a model stored as a low-rank patch on the base model its card names."""
+    from percept.models.lowrank import merge_delta
+
+    from safetensors.torch import load_file
+
+    base_file, base_card = resolve(card["base"], registry)  # checks the base file's own hash
+    if base_card.get("sha256") != card["base_sha256"]:
+        raise PerceptError(
+            f"{card.get('name', 'this model')} was distilled from {card['base']} with sha256 "
+            f"{card['base_sha256'][:12]}..., but that model's weights have changed since: re-distil "
+            f"it from the current {card['base']} (percept train distill)"
+        )
+    return merge_delta(load_file(base_file), delta)

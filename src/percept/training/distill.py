@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from percept.errors import PerceptError
-from percept.models import ConsistencyDenoiser, UNet, UNetConfig
+from percept.models import ConsistencyDenoiser, UNet, UNetConfig, count_parameters
+from percept.models.lowrank import add_low_rank, delta_state, merge_in_place
 from percept.training import runtime
 from percept.training.crops import center_crops, load_split, random_crops
 from percept.training.prior import validate
@@ -60,6 +61,9 @@ class DistillConfig:
     log_every: int = 50
     val_every: int = 1000
     checkpoint_minutes: float = 5.0
+    # None: the student is a full copy of the teacher's UNet. An int: the student is the teacher plus
+    # rank-r weight deltas (percept.models.lowrank) and ships as a patch on the teacher's weights.
+    lowrank_rank: int | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> DistillConfig:
@@ -89,7 +93,34 @@ def heun_step(teacher: nn.Module, x: Tensor, t_from: Tensor, t_to: Tensor) -> Te
 def _student_from_teacher(teacher: nn.Module, cfg: DistillConfig) -> ConsistencyDenoiser:
     net = UNet(teacher.net.config)
     net.load_state_dict(teacher.net.state_dict())
+    if cfg.lowrank_rank is not None:
+        add_low_rank(net, cfg.lowrank_rank)
     return ConsistencyDenoiser(net, cfg.sigma_min)
+
+
+def _student_skeleton(ck: dict) -> ConsistencyDenoiser:
+    """An untrained student shaped like the checkpoint's (low-rank parametrizations included)."""
+    net = UNet(UNetConfig.from_dict(ck["unet"]))
+    rank = ck["config"].get("lowrank_rank")
+    if rank is not None:
+        add_low_rank(net, rank)
+    return ConsistencyDenoiser(net, ck["config"]["sigma_min"])
+
+
+def _base_of(teacher: str) -> dict:
+    """Name and sha256 of the published teacher that a low-rank student is a patch on."""
+    from percept.zoo import read_registry, resolve
+
+    if Path(teacher).is_dir():
+        raise PerceptError(
+            "a low-rank student ships as a patch on its teacher's published weights: publish the "
+            f"teacher run {teacher} first (percept publish) and pass its zoo name or .safetensors"
+        )
+    path, _ = resolve(teacher)
+    name = teacher if teacher in read_registry() and not Path(teacher).exists() else str(path)
+    from percept.zoo import sha256_file
+
+    return {"base": name, "base_sha256": sha256_file(path)}
 
 
 def train_distill(
@@ -118,11 +149,14 @@ def train_distill(
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = runtime.lock_run(run_dir)  # noqa: F841 - released when this function returns
     teacher = load_denoiser(cfg.teacher).to(dev)
+    if cfg.lowrank_rank is not None:
+        _base_of(cfg.teacher)  # fail now, not at export, if the teacher cannot be a base
     torch.manual_seed(cfg.seed)
     student = _student_from_teacher(teacher, cfg).to(dev)
     target = copy.deepcopy(student).requires_grad_(False)
     ema = copy.deepcopy(student).requires_grad_(False)
-    opt = torch.optim.Adam(student.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    trainable = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(trainable, lr=cfg.lr, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(cfg.seed)
     step, offset = 0, 0.0
     if resume:
@@ -176,7 +210,7 @@ def train_distill(
                 loss = ((student(x_hi, t_hi) - y_target) ** 2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
             opt.step()
             with torch.no_grad():  # theta^- <- stopgrad(mu theta^- + (1 - mu) theta)
                 for pt, ps in zip(target.parameters(), student.parameters()):
@@ -222,20 +256,33 @@ def export_model(run_dir: Path | str, out_path: Path | str) -> Path:
     card = {
         "kind": "cm", "arch": "unet-consistency", "unet": ck["unet"], "sigma_min": cfg["sigma_min"],
         "sigma_max": cfg["sigma_max"], "sigma_data": 0.5, "teacher": cfg["teacher"], "steps": int(ck["step"]),
+        "data": f"imagenet-sample train split, {cfg['crop']}x{cfg['crop']} crops, scale {cfg['scale_range']}; "
+        f"targets from the teacher's ODE",
         "train_seconds": round(float(ck["train_seconds"]), 1), "training_config": cfg,
         "val_psnr": (runtime.latest_val(run_dir) or {}).get("val_psnr"),
         "commands": [r["command"] for r in runtime.read_log(run_dir) if "command" in r],
         "environment": environment(),
     }  # fmt: skip
-    state = {k.removeprefix("net."): v for k, v in ck["ema"].items()}
+    card["params"] = count_parameters(UNet(UNetConfig.from_dict(ck["unet"])))
+    if cfg.get("lowrank_rank") is None:
+        state = {k.removeprefix("net."): v for k, v in ck["ema"].items()}
+    else:
+        student = _student_skeleton(ck)
+        student.load_state_dict(ck["ema"])
+        state = delta_state(student.net)
+        card.update(
+            _base_of(cfg["teacher"]), arch="unet-consistency-lowrank",
+            lowrank_rank=cfg["lowrank_rank"], stored_params=sum(v.numel() for v in state.values()),
+        )  # fmt: skip
     return save_weights(state, card, Path(out_path))
 
 
 def load_run_denoiser(run_dir: Path | str) -> ConsistencyDenoiser:
     """The EMA consistency model of a distillation run's latest checkpoint (eval mode, CPU)."""
     ck = runtime.load_checkpoint(Path(run_dir))
-    model = ConsistencyDenoiser(UNet(UNetConfig.from_dict(ck["unet"])), ck["config"]["sigma_min"])
+    model = _student_skeleton(ck)
     model.load_state_dict(ck["ema"])
+    merge_in_place(model.net)
     return model.eval().requires_grad_(False)
 
 
