@@ -69,8 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with torch.inference_mode():
         for sigma in args.sigmas:
-            def run(model, preset=None, **kw):
-                gens = [torch.Generator().manual_seed(int(sigma * 1000) + i) for i in range(len(x0))]
+
+            def run(model, preset=None, sigma=sigma, **kw):
+                gens = [
+                    torch.Generator().manual_seed(int(sigma * 1000) + i) for i in range(len(x0))
+                ]
                 return enhance(clean, model, sigma, preset, generator=gens, **kw) * 2 - 1
 
             out = {

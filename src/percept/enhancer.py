@@ -147,7 +147,13 @@ def enhance(
         }
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         y = get_sampler(p.sampler)(
-            denoiser, x_sigma, sigmas, generator=gens, callback=callback, progress=progress, **kwargs
+            denoiser,
+            x_sigma,
+            sigmas,
+            generator=gens,
+            callback=callback,
+            progress=progress,
+            **kwargs,
         )
     return ((y.detach() + 1) / 2).clamp(0, 1).float()
 

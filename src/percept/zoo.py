@@ -302,11 +302,13 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _apply_to_base(delta: dict[str, Tensor], card: dict, registry: Path | None) -> dict[str, Tensor]:
+def _apply_to_base(
+    delta: dict[str, Tensor], card: dict, registry: Path | None
+) -> dict[str, Tensor]:
     """The full weights of a model stored as a low-rank patch on the base model its card names."""
-    from percept.models.lowrank import merge_delta
-
     from safetensors.torch import load_file
+
+    from percept.models.lowrank import merge_delta
 
     base_file, base_card = resolve(card["base"], registry)  # checks the base file's own hash
     if base_card.get("sha256") != card["base_sha256"]:

@@ -59,7 +59,9 @@ def add_low_rank(model: nn.Module, rank: int) -> nn.Module:
         p.requires_grad_(p.ndim == 1)
     for _, module in list(_weighted_layers(model)):
         if _factored(module.weight, rank):
-            parametrize.register_parametrization(module, "weight", LowRankDelta(module.weight, rank))
+            parametrize.register_parametrization(
+                module, "weight", LowRankDelta(module.weight, rank)
+            )
             module.parametrizations.weight.original.requires_grad_(False)
         else:
             module.weight.requires_grad_(True)
