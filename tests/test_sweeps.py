@@ -47,3 +47,18 @@ def test_preset_sweep_times_methods_and_says_why_one_cannot_run(setup):
         or "codec" in rows.loc["slow", "unavailable"]
     )
     assert set(per_image["method"]) == {"decode", "medium", "euler_maruyama x3"}
+
+
+def test_preset_sweep_runs_fast_presets_on_a_given_consistency_model(setup):
+    from percept.models import ConsistencyDenoiser
+
+    images, codec, prior = setup
+    torch.manual_seed(1)
+    cm = ConsistencyDenoiser(UNet(TINY)).eval()
+    _, table = preset_sweep(
+        images, codec, prior, ["fast", "fast-2", "medium"], 0.1, progress=False, swd_seeds=(0,),
+        consistency_model=cm,
+    )  # fmt: skip
+    rows = table.set_index("method")
+    assert rows["unavailable"].isna().all()
+    assert rows.loc["fast", "nfe"] == 1 and rows.loc["fast-2", "nfe"] == 2

@@ -94,6 +94,7 @@ def preset_sweep(
     seed: int = 0,
     swd_seeds: Sequence[int] = (0, 1, 2, 3),
     progress: bool = True,
+    consistency_model=None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The speed-performance trade-off (paper 1, Fig. 2 and Table 2) at one sigma.
 
@@ -102,7 +103,8 @@ def preset_sweep(
     wall time of the enhancer call; the codec's own decode is excluded and listed as "decode"),
     PSNR, MSE ratio to the plain decode and SWD realism (x1e3, lower is better) with its spread.
     A method this denoiser or codec cannot run (e.g. "fast" without a consistency model, "slow"
-    without a differentiable codec) gets a row saying why instead of numbers.
+    without a differentiable codec) gets a row saying why instead of numbers. `consistency_model`,
+    when given, runs the consistency-sampler methods (the fast presets) in place of `denoiser`.
     """
     from percept.enhancer import resolve_preset
     from percept.errors import PerceptError
@@ -124,11 +126,13 @@ def preset_sweep(
         p = resolve_preset(preset, sampler, steps, None)
         label = method if isinstance(method, str) else f"{sampler} x{steps}"
         outputs, seconds = [], []
+        use_cm = p.sampler == "consistency" and consistency_model is not None
+        model = consistency_model if use_cm else denoiser
         try:
             for i, x_hat in enumerate(decoded):
                 gen = torch.Generator().manual_seed(seed + i)
                 t0 = time.perf_counter()
-                y = enhance(x_hat, denoiser, float(sigma), p, generator=gen, codec=codec)
+                y = enhance(x_hat, model, float(sigma), p, generator=gen, codec=codec)
                 seconds.append(time.perf_counter() - t0)
                 outputs.append(quantize(y))
         except PerceptError as exc:
