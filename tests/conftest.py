@@ -46,3 +46,15 @@ def kodim23(kodak_dir):
     from percept.images import load_image
 
     return load_image(kodak_dir / "kodim23.png")[0]
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: small tensor ops lose most of their time to thread
+    contention on a shared 2-core machine, and bit-exact comparisons need one reduction order."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -69,14 +69,6 @@ def test_delta_refuses_another_base():
         add_low_rank(UNet(CFG), rank=0)
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_low_rank_distillation_ships_a_small_patch_tied_to_its_teacher(tmp_path, one_thread):
     from percept.models import ConsistencyDenoiser
     from percept.training.distill import DistillConfig, train_distill

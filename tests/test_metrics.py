@@ -25,15 +25,6 @@ from percept.metrics import (
 from percept.metrics.realism import _blur, laplacian_pyramid, sliced_wasserstein
 
 
-@pytest.fixture
-def one_thread():
-    # Small tensor ops lose most of their time to thread contention on the shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
     buf = io.BytesIO()
     tensor_to_pil(x).save(buf, format="JPEG", quality=quality)

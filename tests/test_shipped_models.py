@@ -48,6 +48,29 @@ def test_shipped_denoiser_denoises_a_kodak_crop(name, kodim23):
     assert gain > 3.0, f"{name} gains only {gain:.2f} dB over the noisy input at sigma {sigma}"
 
 
+@pytest.mark.parametrize("name", sorted(n for n in DENOISERS if REGISTRY[n]["kind"] == "cm"))
+def test_shipped_consistency_model_follows_its_teachers_ode(name, kodim23):
+    """One step lands nearer the teacher's many-step ODE result than the teacher's own one-step
+    estimate (the posterior mean, where distillation started) does."""
+    from percept.enhancer import enhance
+    from percept.zoo import load_denoiser
+
+    card = REGISTRY[name]["card"]
+    student, teacher = load_denoiser(name), load_denoiser(card.get("base", card["teacher"]))
+    x = crop(kodim23, 64)
+    runs = {
+        "ode": (teacher, dict(sampler="dpmpp_2m", steps=8)),
+        "mean": (teacher, dict(sampler="euler", steps=1)),
+        "cm": (student, dict(preset="fast")),
+    }
+    out = {}
+    with torch.inference_mode():
+        for key, (model, kw) in runs.items():
+            out[key] = enhance(x, model, 0.5, generator=torch.Generator().manual_seed(0), **kw)
+    fidelity = {k: float(psnr(out[k], out["ode"])) for k in ("mean", "cm")}
+    assert fidelity["cm"] > fidelity["mean"] + 1.0, fidelity
+
+
 @pytest.mark.skipif(not CODECS, reason="no learned codec is shipped")
 def test_shipped_codec_family_round_trips_kodak_with_falling_rates(kodim23):
     from percept.codecs import get_codec
