@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("out/enhancer_gate.json"))
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="store the result in the prior's zoo card (key enhancer_gate_<preset>)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -139,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
+    if args.record:
+        from percept.zoo import record_benchmark
+
+        record_benchmark(args.prior, f"enhancer_gate_{args.preset}", result)
     return 0
 
 
