@@ -49,15 +49,17 @@ def test_shipped_denoiser_denoises_a_kodak_crop(name, kodim23):
 
 
 @pytest.mark.parametrize("name", sorted(n for n in DENOISERS if REGISTRY[n]["kind"] == "cm"))
-def test_shipped_consistency_model_follows_its_teachers_ode(name, kodim23):
+def test_shipped_consistency_model_follows_its_teachers_ode(name, kodak_dir):
     """One step lands nearer the teacher's many-step ODE result than the teacher's own one-step
-    estimate (the posterior mean, where distillation started) does."""
+    estimate (the posterior mean, where distillation started) does. On a textured crop: where an
+    image is smooth the posterior mean is already close to the ODE's end (kodim23: both ~38 dB)."""
     from percept.enhancer import enhance
+    from percept.images import load_image
     from percept.zoo import load_denoiser
 
     card = REGISTRY[name]["card"]
     student, teacher = load_denoiser(name), load_denoiser(card.get("base", card["teacher"]))
-    x = crop(kodim23, 64)
+    x = crop(load_image(kodak_dir / "kodim01.png")[0], 64)
     runs = {
         "ode": (teacher, dict(sampler="dpmpp_2m", steps=8)),
         "mean": (teacher, dict(sampler="euler", steps=1)),
@@ -68,7 +70,7 @@ def test_shipped_consistency_model_follows_its_teachers_ode(name, kodim23):
         for key, (model, kw) in runs.items():
             out[key] = enhance(x, model, 0.5, generator=torch.Generator().manual_seed(0), **kw)
     fidelity = {k: float(psnr(out[k], out["ode"])) for k in ("mean", "cm")}
-    assert fidelity["cm"] > fidelity["mean"] + 1.0, fidelity
+    assert fidelity["cm"] > fidelity["mean"] + 3.0, fidelity
 
 
 @pytest.mark.skipif(not CODECS, reason="no learned codec is shipped")
