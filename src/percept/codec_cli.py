@@ -108,22 +108,22 @@ def encode(argv: list[str]) -> int:
 
 
 def decode(argv: list[str]) -> int:
+    from percept.presets import PRECISIONS, PRESETS
+
     p = _parser(
         "decode", "Decode a percept file to PNG, optionally through the diffusion enhancer."
     )
     p.add_argument("input", type=Path)
     p.add_argument("output", type=Path, help="PNG to write")
     p.add_argument("--weights", default=None, help="local weights file for a learned codec")
-    p.add_argument(
-        "--enhance", choices=("fast", "fast-2", "medium", "medium-sde", "slow"), default=None
-    )
+    p.add_argument("--enhance", choices=tuple(PRESETS), default=None)
     p.add_argument("--prior", default=None, help="prior name or weights path (with --enhance)")
     p.add_argument("--sigma", default="auto", help="noise level: auto or a value (with --enhance)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument(
         "--precision",
-        choices=("fp32", "bf16"),
+        choices=PRECISIONS,
         default="fp32",
         help="network arithmetic with --enhance: bf16 autocast is 2-3x faster on CPUs with AMX",
     )

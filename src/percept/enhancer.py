@@ -18,11 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from percept.errors import PerceptError
-from percept.presets import PRESETS, Preset, check_preset, get_preset
+from percept.presets import PRECISIONS, PRESETS, Preset, check_preset, get_preset
 from percept.samplers import per_image_generators, randn_like
 from percept.schedules import halving_sigmas, karras_sigmas
 
-PRECISIONS = ("fp32", "bf16")
 PAD_MULTIPLE = 32  # fully convolutional priors see a size their down/up-sampling can round-trip
 
 

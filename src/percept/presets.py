@@ -20,6 +20,9 @@ from dataclasses import dataclass, replace
 from percept.errors import PerceptError
 from percept.schedules import SIGMA_MIN
 
+# How the network's arithmetic runs (`enhance(precision=...)`, `percept decode --precision`).
+PRECISIONS = ("fp32", "bf16")
+
 
 @dataclass(frozen=True)
 class Preset:

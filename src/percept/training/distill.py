@@ -109,18 +109,15 @@ def _student_skeleton(ck: dict) -> ConsistencyDenoiser:
 
 def _base_of(teacher: str) -> dict:
     """Name and sha256 of the published teacher that a low-rank student is a patch on."""
-    from percept.zoo import read_registry, resolve
+    from percept.zoo import resolve
 
     if Path(teacher).is_dir():
         raise PerceptError(
             "a low-rank student ships as a patch on its teacher's published weights: publish the "
             f"teacher run {teacher} first (percept publish) and pass its zoo name or .safetensors"
         )
-    path, _ = resolve(teacher)
-    name = teacher if teacher in read_registry() and not Path(teacher).exists() else str(path)
-    from percept.zoo import sha256_file
-
-    return {"base": name, "base_sha256": sha256_file(path)}
+    path, card = resolve(teacher)  # a zoo name or a file; its sha256 checked against the file
+    return {"base": str(path) if Path(teacher).exists() else teacher, "base_sha256": card["sha256"]}
 
 
 def train_distill(
@@ -173,7 +170,7 @@ def train_distill(
         step, offset = int(ck["step"]), float(ck["train_seconds"])
     else:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    runtime.append_log(run_dir, {"step": step, "command": " ".join(sys.argv)})
+    runtime.log_command(run_dir, step)
 
     images = load_split("train", cfg.train_images, min_side=cfg.crop)
     val_clean = center_crops(load_split("val", cfg.val_images, min_side=32), cfg.val_crop)
@@ -260,7 +257,7 @@ def export_model(run_dir: Path | str, out_path: Path | str) -> Path:
         f"targets from the teacher's ODE",
         "train_seconds": round(float(ck["train_seconds"]), 1), "training_config": cfg,
         "val_psnr": (runtime.latest_val(run_dir) or {}).get("val_psnr"),
-        "commands": [r["command"] for r in runtime.read_log(run_dir) if "command" in r],
+        "commands": runtime.logged_commands(run_dir),
         "environment": environment(),
     }  # fmt: skip
     card["params"] = count_parameters(UNet(UNetConfig.from_dict(ck["unet"])))

@@ -168,7 +168,7 @@ def train_prior(
     if init_from is not None and not resume:
         step, offset = _load_published(init_from, cfg, model, ema, run_dir)
         rewarm_from = step
-    runtime.append_log(run_dir, {"step": step, "command": " ".join(sys.argv)})
+    runtime.log_command(run_dir, step)
 
     train_images = load_split("train", cfg.train_images, min_side=cfg.crop)
     val_clean = center_crops(load_split("val", cfg.val_images, min_side=32), cfg.val_crop)
@@ -295,7 +295,7 @@ def export_model(run_dir: Path | str, out_path: Path | str) -> Path:
         "data": f"imagenet-sample train split, {cfg['crop']}x{cfg['crop']} crops, scale {cfg['scale_range']}",
         "training_config": cfg,
         "val_psnr": (runtime.latest_val(run_dir) or {}).get("val_psnr"),
-        "commands": [r["command"] for r in runtime.read_log(run_dir) if "command" in r],
+        "commands": runtime.logged_commands(run_dir),
         "environment": environment(),
     }
     state = {k.removeprefix("net."): v for k, v in ck["ema"].items()}

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -99,6 +100,16 @@ def read_log(run_dir: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def log_command(run_dir: Path, step: int) -> None:
+    """Record this process's command line in the run's log, at the step it starts from."""
+    append_log(run_dir, {"step": step, "command": " ".join(sys.argv)})
+
+
+def logged_commands(run_dir: Path) -> list[str]:
+    """Every command line that trained this run, in order (for its model card)."""
+    return [r["command"] for r in read_log(run_dir) if "command" in r]
 
 
 def latest_val(run_dir: Path) -> dict[str, Any] | None:
