@@ -232,6 +232,36 @@ def test_enhance_and_interp_methods_with_a_tiny_prior(tmp_path):
         assert mix["decode_s"] >= enh["decode_s"]
 
 
+def test_fast_methods_run_on_the_consistency_model(tmp_path):
+    import torch
+
+    from percept.models import UNet, UNetConfig
+    from percept.zoo import save_weights
+
+    cfg = UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, groups=4)
+    torch.manual_seed(0)
+    state = UNet(cfg).state_dict()
+    card = {"kind": "prior", "arch": "unet-edm", "unet": cfg.to_dict(), "sigma_data": 0.5}
+    prior = save_weights(state, card, tmp_path / "toy.safetensors")
+    cm_card = {**card, "kind": "cm", "arch": "unet-consistency", "sigma_min": 0.002}
+    cm = save_weights(state, cm_card, tmp_path / "toy-cm.safetensors")
+    methods = ["decode", "enhance:fast:0.3", "enhance:medium:0.3"]
+    options = {**OPTIONS, "crop": "crop64", "limit": 1, "deep_metrics": (), "swd_seeds": (0,)}
+    grid = {"jpeg": [10]}
+    with pytest.raises(PerceptError, match="consistency model"):  # the prior cannot run "fast"
+        evaluate.run("skimage", grid, methods, out=tmp_path / "a.json", prior=str(prior), **options)
+    res = evaluate.run("skimage", grid, methods, out=tmp_path / "b.json", prior=str(prior),
+                       consistency_model=str(cm), **options)  # fmt: skip
+    assert len(res["config"]["consistency_model_sha256"]) == 64
+    by = {r["method"]: r for r in res["rows"]}
+    assert by["enhance:fast:0.3"]["psnr"] != by["decode"]["psnr"]
+    # The same network as a prior (medium, 6 ODE steps) and as a CM (one step) differ.
+    assert by["enhance:fast:0.3"]["psnr"] != by["enhance:medium:0.3"]["psnr"]
+    with pytest.raises(PerceptError, match="fast presets"):
+        evaluate.run("skimage", grid, ["decode", "enhance:medium:0.3"], out=tmp_path / "c.json",
+                     prior=str(prior), consistency_model=str(cm), **options)  # fmt: skip
+
+
 def test_method_table_gives_bd_gains_over_the_plain_decode():
     from percept.results import method_table
 

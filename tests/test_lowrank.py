@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -109,3 +110,25 @@ def test_low_rank_distillation_ships_a_small_patch_tied_to_its_teacher(tmp_path,
     export_model(tmp_path / "other", teacher_file)
     with pytest.raises(PerceptError, match="re-distil"):
         load_denoiser(patch)
+
+    # ... but it can seed the re-distillation on the new teacher (a warm start): the new run starts
+    # from the old patch's factors and small vectors on the new teacher's weights.
+    from safetensors.torch import load_file
+
+    from percept.zoo import sha256_file
+
+    warm = train_distill(
+        cfg, tmp_path / "cm-warm", init_from=str(patch), max_steps=0, progress=False
+    )
+    assert warm["step"] == 0
+    new_patch = tmp_path / "cm-warm" / "ema.safetensors"
+    old, new = load_file(patch), load_file(new_patch)
+    assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
+    card = json.loads((tmp_path / "cm-warm" / "ema.safetensors.json").read_text())
+    assert card["init_from"]["sha256"] == sha256_file(patch)
+    load_denoiser(new_patch)(x, s)  # tied to the new teacher now
+    with pytest.raises(PerceptError, match="rank"):
+        train_distill(DistillConfig(**{**cfg.to_dict(), "lowrank_rank": 3}), tmp_path / "cm-r3",
+                      init_from=str(patch), progress=False)  # fmt: skip
+    with pytest.raises(PerceptError, match="not a consistency model"):
+        train_distill(cfg, tmp_path / "cm-t", init_from=str(teacher_file), progress=False)

@@ -99,8 +99,17 @@ def _png_path(cache: Path, image: str, codec: str, quality: int, method: str) ->
     return cache / f"{codec}-q{quality}" / method.replace(":", "_") / f"{image}.png"
 
 
-def _outputs(x_hat, t_dec, parsed, methods, denoiser, config, image, codec, quality):
-    """Each method's output image and its wall time (decode + whatever the method adds)."""
+def _uses_cm(parsed: tuple) -> bool:
+    """Whether a parsed method runs the consistency sampler (the fast presets)."""
+    from percept.presets import get_preset
+
+    return parsed[0] == "enhance" and get_preset(parsed[1]).sampler == "consistency"
+
+
+def _outputs(x_hat, t_dec, parsed, methods, models, config, image, codec, quality):
+    """Each method's output image and its wall time (decode + whatever the method adds).
+
+    models: (prior, consistency model or None); a fast preset runs on the consistency model."""
     from percept.enhancer import PAD_MULTIPLE, enhance
     from percept.interpolate import interpolate
     from percept.tiling import pad_to_multiple
@@ -115,15 +124,16 @@ def _outputs(x_hat, t_dec, parsed, methods, denoiser, config, image, codec, qual
             h, w = x_hat.shape[-2:]
             gen = _seed_for(config["seed"], image, codec, quality, method)
             x_in = pad_to_multiple(x_hat, PAD_MULTIPLE)[0]
+            cm = _uses_cm(p) and models[1] is not None
             y = enhance(
                 x_in,
-                denoiser,
+                models[1] if cm else models[0],
                 p[2],
                 p[1],
                 generator=gen,
                 codec=codec,
                 quality=quality,
-                prior_name=config["prior"],
+                prior_name=config["consistency_model"] if cm else config["prior"],
             )[..., :h, :w]
             extra = time.perf_counter() - start
         else:
@@ -156,6 +166,7 @@ def run(
     crop: str | None = None,
     limit: int | None = None,
     prior: str | None = None,
+    consistency_model: str | None = None,
     seed: int = 0,
     swd_seeds: Sequence[int] = (0, 1, 2, 3),
     deep_metrics: Sequence[str] = DEEP_METRICS,
@@ -170,6 +181,9 @@ def run(
     Resumes from ``out`` when it holds a run with the same config (``limit`` may differ: a larger
     one extends the run); a different config raises ``PerceptError`` unless ``overwrite``.
     ``on_image(done, name)`` is called after each image is saved (tests use it to interrupt a run).
+    ``consistency_model`` (a zoo name or file) runs the methods of the fast presets; without it they
+    run on ``prior``, which must then be a consistency model itself. Sigma "auto" looks up the
+    calibration of the model that runs the method.
     """
     from percept.codecs import get_codec
 
@@ -182,6 +196,10 @@ def run(
         raise PerceptError(
             "enhance methods need --prior NAME_OR_PATH (a zoo name, file or diffusers folder)"
         )
+    if consistency_model and not any(_uses_cm(p) for p in parsed):
+        raise PerceptError(
+            "--consistency-model runs the fast presets' methods: add one (e.g. enhance:fast:auto)"
+        )
     if any(p[0] == "interp" for p in parsed) and not any(p[0] == "enhance" for p in parsed):
         raise PerceptError("interp:ALPHA blends the decode with an enhance method: add one")
     coders = {(c, q): get_codec(c, q) for c, qs in codecs.items() for q in qs}  # fail before work
@@ -193,6 +211,8 @@ def run(
         "methods": list(methods),
         "prior": prior,
         "prior_sha256": _prior_sha256(prior) if prior else None,
+        "consistency_model": consistency_model,
+        "consistency_model_sha256": _prior_sha256(consistency_model) if consistency_model else None,
         "seed": seed,
         "swd_seeds": list(swd_seeds),
         "deep_metrics": list(deep_metrics),
@@ -219,11 +239,11 @@ def run(
             f"{out} has results for {len(beyond)} images beyond --limit {limit}: raise the limit, "
             "use another --out or --overwrite"
         )
-    denoiser = None
+    models = (None, None)
     if prior:
         from percept.enhancer import load_prior
 
-        denoiser = load_prior(prior)
+        models = (load_prior(prior), load_prior(consistency_model) if consistency_model else None)
     results = {
         "schema": SCHEMA,
         "name": name or out.stem,
@@ -255,7 +275,7 @@ def run(
             x_hat, _ = decode_file(data)
             t_dec = time.perf_counter() - start
             outs = _outputs(
-                x_hat, t_dec, parsed, list(methods), denoiser, config, item.name, codec, quality
+                x_hat, t_dec, parsed, list(methods), models, config, item.name, codec, quality
             )
             for method in methods:
                 y, seconds = outs[method]
@@ -294,6 +314,7 @@ _OPTIONS: list[tuple[str, dict]] = [
     ("--codecs", {"nargs": "+", "required": True, "help": "NAME:Q1,Q2,... e.g. jpeg:5,15,30"}),
     ("--methods", {"nargs": "+", "default": ["decode"], "help": "decode | enhance:P:S | interp:A"}),
     ("--prior", {"help": "prior for enhance methods (zoo name, file, diffusers folder)"}),
+    ("--consistency-model", {"help": "runs the fast presets' methods, e.g. percept-cm-s"}),
     ("--sigmas", {"nargs": "+", "default": [], "help": "adds enhance:PRESET:SIGMA for each"}),
     ("--preset", {"default": "medium", "help": "the preset used with --sigmas"}),
     ("--seed", {"type": int, "default": 0, "help": "seed of the enhancer's noise"}),
@@ -305,7 +326,17 @@ _OPTIONS: list[tuple[str, dict]] = [
     ("--overwrite", {"action": "store_true", "help": "discard a previous run in --out"}),
     ("--no-progress", {"action": "store_true"}),
 ]
-_RUN_KEYS = ("crop", "limit", "prior", "seed", "swd_seeds", "deep_metrics", "name", "description")
+_RUN_KEYS = (
+    "crop",
+    "limit",
+    "prior",
+    "consistency_model",
+    "seed",
+    "swd_seeds",
+    "deep_metrics",
+    "name",
+    "description",
+)
 
 
 def main(argv: list[str]) -> int:

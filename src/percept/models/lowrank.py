@@ -85,6 +85,28 @@ def delta_state(model: nn.Module) -> dict[str, Tensor]:
     return out
 
 
+def load_delta(model: nn.Module, delta: dict[str, Tensor]) -> nn.Module:
+    """Set a low-rank student's trainable parts (from `add_low_rank`) to a stored patch (in place).
+
+    The inverse of `delta_state`: factors, whole small weights and 1-D parameters. The base weights
+    under the factors are left as they are, so a patch distilled on one prior can seed the
+    distillation of the next (a warm start). Every trainable part must be in the patch, and nothing
+    else may be."""
+    want = delta_state(model)
+    missing, extra = sorted(set(want) - set(delta)), sorted(set(delta) - set(want))
+    if missing or extra:
+        raise PerceptError(
+            "the low-rank patch does not fit this student (another rank or architecture?): "
+            f"missing {missing[:3]}, unexpected {extra[:3]}"
+        )
+    with torch.no_grad():
+        for key, current in want.items():
+            if delta[key].shape != current.shape:
+                raise PerceptError(f"low-rank patch {key!r} has the wrong shape for this student")
+            current.copy_(delta[key].to(current.dtype))  # `current` shares storage with the model
+    return model
+
+
 def merge_delta(base: dict[str, Tensor], delta: dict[str, Tensor]) -> dict[str, Tensor]:
     """The student's full state dict: `base` with `delta` (from `delta_state`) applied, in float32."""
     merged = {k: v.float().clone() for k, v in base.items()}

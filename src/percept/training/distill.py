@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from percept.errors import PerceptError
 from percept.models import ConsistencyDenoiser, UNet, UNetConfig, count_parameters
-from percept.models.lowrank import add_low_rank, delta_state, merge_in_place
+from percept.models.lowrank import add_low_rank, delta_state, load_delta, merge_in_place
 from percept.training import runtime
 from percept.training.crops import center_crops, load_split, random_crops
 from percept.training.prior import validate
@@ -107,6 +107,38 @@ def _student_skeleton(ck: dict) -> ConsistencyDenoiser:
     return ConsistencyDenoiser(net, ck["config"]["sigma_min"])
 
 
+def _warm_start(student: ConsistencyDenoiser, init_from: str, cfg: DistillConfig) -> dict:
+    """Load a published consistency model into a new student; returns its name, sha256 and steps.
+
+    A low-rank patch is applied on the *current* teacher: its factors and small vectors seed the
+    new run, the big weights are the teacher's. This is how a patch is re-distilled after its prior
+    was republished, in far fewer steps than from scratch."""
+    from safetensors.torch import load_file
+
+    from percept.zoo import resolve
+
+    path, card = resolve(init_from)
+    if card.get("kind") != "cm":
+        raise PerceptError(
+            f"--init-from {init_from}: not a consistency model (kind {card.get('kind')!r})"
+        )
+    if json.loads(json.dumps(card.get("unet"))) != json.loads(
+        json.dumps(student.net.config.to_dict())
+    ):
+        raise PerceptError(f"--init-from {init_from}: its UNet differs from the teacher's")
+    if card.get("lowrank_rank") != cfg.lowrank_rank:
+        raise PerceptError(
+            f"--init-from {init_from}: it has low-rank rank {card.get('lowrank_rank')}, "
+            f"the config asks for {cfg.lowrank_rank}"
+        )
+    state = load_file(path)
+    if cfg.lowrank_rank is None:
+        student.net.load_state_dict({k: v.float() for k, v in state.items()})
+    else:
+        load_delta(student.net, state)
+    return {"name": str(init_from), "sha256": card["sha256"], "steps": card.get("steps")}
+
+
 def _base_of(teacher: str) -> dict:
     """Name and sha256 of the published teacher that a low-rank student is a patch on."""
     from percept.zoo import resolve
@@ -127,11 +159,15 @@ def train_distill(
     resume: bool = False,
     max_minutes: float | None = None,
     max_steps: int | None = None,
+    init_from: str | None = None,
     device: str = "cpu",
     export: bool = True,
     progress: bool = True,
 ) -> dict:
-    """Distil (or resume distilling) a consistency model into `run_dir`; returns a summary dict."""
+    """Distil (or resume distilling) a consistency model into `run_dir`; returns a summary dict.
+
+    `init_from` (a new run only) starts the student from a published consistency model instead of
+    the teacher's weights: see `_warm_start`."""
     from percept.zoo import load_denoiser
 
     run_dir, dev = Path(run_dir), torch.device(device)
@@ -150,6 +186,13 @@ def train_distill(
         _base_of(cfg.teacher)  # fail now, not at export, if the teacher cannot be a base
     torch.manual_seed(cfg.seed)
     student = _student_from_teacher(teacher, cfg).to(dev)
+    warm = None
+    if init_from is not None:
+        if resume:
+            raise PerceptError(
+                "--init-from starts a new run; --resume continues one: pass only one"
+            )
+        warm = _warm_start(student, init_from, cfg)
     target = copy.deepcopy(student).requires_grad_(False)
     ema = copy.deepcopy(student).requires_grad_(False)
     trainable = [p for p in student.parameters() if p.requires_grad]
@@ -168,6 +211,7 @@ def train_distill(
         gen.set_state(ck["generator"])
         torch.set_rng_state(ck["torch_rng"])
         step, offset = int(ck["step"]), float(ck["train_seconds"])
+        warm = ck.get("init_from")
     else:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     runtime.log_command(run_dir, step)
@@ -185,7 +229,7 @@ def train_distill(
             "config": cfg.to_dict(), "unet": student.net.config.to_dict(), "step": step,
             "train_seconds": timer.total(), "model": student.state_dict(), "target": target.state_dict(),
             "ema": ema.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": torch.get_rng_state(), "init_from": warm,
         })  # fmt: skip
 
     bar = tqdm(total=stop_at, initial=step, desc=f"distill {cfg.name}", disable=not progress,
@@ -261,6 +305,8 @@ def export_model(run_dir: Path | str, out_path: Path | str) -> Path:
         "environment": environment(),
     }  # fmt: skip
     card["params"] = count_parameters(UNet(UNetConfig.from_dict(ck["unet"])))
+    if ck.get("init_from"):
+        card["init_from"] = ck["init_from"]
     if cfg.get("lowrank_rank") is None:
         state = {k.removeprefix("net."): v for k, v in ck["ema"].items()}
     else:
@@ -301,6 +347,11 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--max-steps", type=int, default=None, help="stop when the run has done N steps in total"
     )
+    p.add_argument(
+        "--init-from",
+        help="start a new run from a published consistency model (zoo name or .safetensors), e.g. "
+        "percept-cm-s after its prior was republished",
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = p.parse_args(argv[2:])
@@ -311,7 +362,7 @@ def main(argv: list[str]) -> int:
         raw["teacher"] = str(args.teacher)
     summary = train_distill(
         DistillConfig.from_dict(raw), args.out, resume=args.resume, max_minutes=args.max_minutes,
-        max_steps=args.max_steps, device=args.device,
+        max_steps=args.max_steps, init_from=args.init_from, device=args.device,
     )  # fmt: skip
     print(json.dumps(summary))
     return 0
