@@ -12,7 +12,9 @@ For each codec setting (name:quality,...):
      codec, plain decode vs enhanced at that sigma (`percept.sweeps.sigma_sweep`, per-image seeds).
   3. The gate: realism (SWD x1e3 on Laplacian-pyramid patches, reference-normalised; lower is
      better) improves over the plain decode, and the set-level MSE ratio is within 2.0 +- 0.3.
-     `swd_gain_in_std` says how large the gain is against the spread over patch seeds.
+     `swd_gain_in_std` says how large the gain is against the spread over patch seeds, and
+     `--bootstrap N` adds a 90% paired bootstrap interval over the images (`swd_gain_low/high`):
+     a pass whose interval holds zero is reported as "pass (within noise)".
 A codec whose weights are missing is reported as skipped, with the reason.
 """
 
@@ -53,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recalibrate", action="store_true")
     parser.add_argument("--store", action="store_true", help="write new sigmas to the table")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--bootstrap", type=int, default=0, help="resamples of the paired image bootstrap (0: none)"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("out/enhancer_gate.json"))
     parser.add_argument(
@@ -111,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
                     "seed": args.seed, "tol": args.tol,
                 })  # fmt: skip
         _, table = sigma_sweep(
-            kodak, codec, prior, [sigma], preset=args.preset, seed=args.seed, progress=False
-        )
+            kodak, codec, prior, [sigma], preset=args.preset, seed=args.seed, progress=False,
+            bootstrap=args.bootstrap,
+        )  # fmt: skip
         dec, enh = table.iloc[0], table.iloc[1]
         row = {
             "codec": name, "quality": quality, "sigma": sigma, "sigma_source": source,
@@ -128,12 +134,26 @@ def main(argv: list[str] | None = None) -> int:
         row["realism_improves"] = row["swd_enhanced"] < row["swd_decode"]
         row["mse_ratio_ok"] = abs(row["mse_ratio"] - 2.0) <= 0.3
         row["gate"] = row["realism_improves"] and row["mse_ratio_ok"]
+        verdict = "PASS" if row["gate"] else "FAIL"
+        if args.bootstrap:
+            row["swd_gain_low"] = float(enh["swd_gain_low"])
+            row["swd_gain_high"] = float(enh["swd_gain_high"])
+            row["bootstrap"] = {"resamples": args.bootstrap, "level": 0.9}
+            if row["swd_gain_low"] <= 0 <= row["swd_gain_high"]:
+                verdict = verdict.lower() + " (within noise)"
+        row["verdict"] = verdict
         rows.append(row)
         print(
             f"{name} q{quality}: sigma {sigma:.4f} ({source}); bpp {row['bpp']:.3f}; PSNR "
             f"{row['psnr_decode']:.2f} -> {row['psnr_enhanced']:.2f}; MSE ratio {row['mse_ratio']:.2f}; "
             f"SWD {row['swd_decode']:.1f} -> {row['swd_enhanced']:.1f} (+-{row['swd_std']:.1f}, "
-            f"floor {row['swd_floor']:.1f}); gate {'PASS' if row['gate'] else 'FAIL'}",
+            f"floor {row['swd_floor']:.1f})"
+            + (
+                f"; gain 90% CI [{row['swd_gain_low']:+.1f}, {row['swd_gain_high']:+.1f}]"
+                if args.bootstrap
+                else ""
+            )
+            + f"; gate {verdict}",
             flush=True,
         )
     result = {

@@ -11,6 +11,7 @@ import torch
 from PIL import Image, ImageFilter
 from scipy import linalg
 
+from percept.errors import PerceptError
 from percept.images import pil_to_tensor, tensor_to_pil
 from percept.metrics import (
     MetricUnavailable,
@@ -163,6 +164,21 @@ def test_swd_noise_floor_then_monotone_in_blur_and_noise(kodak_crops, one_thread
         kodak_crops, [blur(x, 2) for x in kodak_crops], normalization="each", **kw
     ).mean
     assert progan_blur - floor.mean < 0.5 * (blurred[1] - floor.mean)
+
+
+def test_swd_gain_is_paired_and_its_interval_says_when_a_gain_is_real(kodak_crops, one_thread):
+    from percept.metrics import swd_gain
+
+    kw = dict(resamples=6, patches_per_image=64, seeds=(0,))
+    sharp, soft = [blur(x, 0.7) for x in kodak_crops], [blur(x, 2.5) for x in kodak_crops]
+    better = swd_gain(kodak_crops, soft, sharp, **kw)
+    assert better.gain > 0 and better.low > 0 and better.significant, better
+    worse = swd_gain(kodak_crops, sharp, soft, **kw)
+    assert worse.high < 0 and worse.significant
+    same = swd_gain(kodak_crops, sharp, [x.clone() for x in sharp], **kw)
+    assert same.gain == same.low == same.high == 0 and not same.significant  # exactly paired
+    with pytest.raises(PerceptError, match="one size"):
+        swd_gain(kodak_crops, sharp[:2], soft, **kw)
 
 
 def test_kernel_distance_matches_direct_unbiased_mmd():

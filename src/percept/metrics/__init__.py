@@ -24,11 +24,13 @@ class MetricUnavailable(PerceptError):
 from percept.metrics.bjontegaard import bd_metric, bd_rate  # noqa: E402
 from percept.metrics.distortion import ms_ssim, mse, psnr, ssimulacra2  # noqa: E402
 from percept.metrics.realism import (  # noqa: E402
+    SWDGain,
     SWDResult,
     frechet_distance,
     kernel_distance,
     patch_kid,
     swd,
+    swd_gain,
 )
 from percept.metrics.timing import Timing, time_decode  # noqa: E402
 
@@ -36,6 +38,7 @@ _DEEP = ("lpips", "fid", "kid", "inception_features", "fid256_patches", "weights
 
 __all__ = [
     "MetricUnavailable",
+    "SWDGain",
     "SWDResult",
     "Timing",
     "bd_metric",
@@ -48,6 +51,7 @@ __all__ = [
     "psnr",
     "ssimulacra2",
     "swd",
+    "swd_gain",
     "time_decode",
     *_DEEP,
 ]

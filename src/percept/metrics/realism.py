@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from scipy import linalg, ndimage
 
+from percept.errors import PerceptError
+
 ImageSet = Sequence[torch.Tensor] | torch.Tensor
 
 # ProGAN's binomial 5-tap filter [1, 4, 6, 4, 1] / 16, applied separably.
@@ -238,6 +240,61 @@ def swd(
         per_level=tuple(float(v) for v in np.mean(per_level, axis=0)),
         normalization=normalization,
     )
+
+
+@dataclass(frozen=True)
+class SWDGain:
+    """How much more real `test` is than `baseline` (SWD(baseline) - SWD(test), x1e3; > 0: better),
+    with a bootstrap interval over the images (see `swd_gain`)."""
+
+    gain: float
+    low: float
+    high: float
+    level: float
+    resamples: int
+
+    @property
+    def significant(self) -> bool:
+        """The interval excludes zero: the set of images, not only the patch draw, says so."""
+        return self.low > 0 or self.high < 0
+
+    def __str__(self) -> str:
+        return f"{self.gain:+.1f} [{self.low:+.1f}, {self.high:+.1f}] ({self.level:.0%}, SWD x1e3)"
+
+
+def swd_gain(
+    reference: ImageSet,
+    baseline: ImageSet,
+    test: ImageSet,
+    *,
+    resamples: int = 30,
+    level: float = 0.9,
+    seed: int = 0,
+    **swd_options,
+) -> SWDGain:
+    """Realism gained by `test` over `baseline` (both outputs for the same `reference` images), with a
+    paired percentile bootstrap over images.
+
+    Each resample draws the images with replacement and one patch seed, and scores baseline and
+    test on exactly the same images, reference patches and patch positions, so what they share
+    cancels and the interval reflects which images were chosen as well as the patch draw (the
+    `std` of `swd` reflects only the latter). `gain` is the difference of plain `swd` means over
+    seeds 0..3 on all images."""
+    ref, base, tst = _as_list(reference), _as_list(baseline), _as_list(test)
+    if not (len(ref) == len(base) == len(tst)) or len(ref) < 2:
+        raise PerceptError("swd_gain needs reference, baseline and test sets of one size (>= 2)")
+    if resamples < 2 or not 0 < level < 1:
+        raise PerceptError("swd_gain needs resamples >= 2 and 0 < level < 1")
+    point = swd(ref, base, **swd_options).mean - swd(ref, tst, **swd_options).mean
+    rng = np.random.default_rng(seed)
+    gains = []
+    for r in range(resamples):
+        idx = rng.integers(0, len(ref), len(ref))
+        r_ref, r_base, r_tst = ([xs[i] for i in idx] for xs in (ref, base, tst))
+        one = {**swd_options, "seeds": (1000 + r,)}
+        gains.append(swd(r_ref, r_base, **one).mean - swd(r_ref, r_tst, **one).mean)
+    lo, hi = np.quantile(gains, [(1 - level) / 2, (1 + level) / 2])
+    return SWDGain(float(point), float(lo), float(hi), level, resamples)
 
 
 def kernel_distance(
