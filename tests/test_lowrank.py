@@ -115,17 +115,22 @@ def test_low_rank_distillation_ships_a_small_patch_tied_to_its_teacher(tmp_path,
     # from the old patch's factors and small vectors on the new teacher's weights.
     from safetensors.torch import load_file
 
-    from percept.zoo import sha256_file
+    from percept.zoo import publish_run, sha256_file
 
     warm = train_distill(
         cfg, tmp_path / "cm-warm", init_from=str(patch), max_steps=0, progress=False
     )
-    assert warm["step"] == 0
+    assert warm["step"] == cfg.steps  # the step count continues from the source's card
     new_patch = tmp_path / "cm-warm" / "ema.safetensors"
     old, new = load_file(patch), load_file(new_patch)
     assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
     card = json.loads((tmp_path / "cm-warm" / "ema.safetensors.json").read_text())
-    assert card["init_from"]["sha256"] == sha256_file(patch)
+    assert card["init_from"]["sha256"] == sha256_file(patch) and card["steps"] == cfg.steps
+    old_card = json.loads(patch.with_name(patch.name + ".json").read_text())
+    published = publish_run(tmp_path / "cm-warm", "cm-warm", "cm", folder=tmp_path / "zoo")
+    commands = published["card"]["commands"]
+    assert commands[: len(old_card["commands"])] == old_card["commands"]  # lineage kept
+    assert "--init-from" in commands[-1] or len(commands) > len(old_card["commands"])
     load_denoiser(new_patch)(x, s)  # tied to the new teacher now
     with pytest.raises(PerceptError, match="rank"):
         train_distill(DistillConfig(**{**cfg.to_dict(), "lowrank_rank": 3}), tmp_path / "cm-r3",

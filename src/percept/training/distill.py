@@ -30,7 +30,7 @@ from percept.models import ConsistencyDenoiser, UNet, UNetConfig, count_paramete
 from percept.models.lowrank import add_low_rank, delta_state, load_delta, merge_in_place
 from percept.training import runtime
 from percept.training.crops import center_crops, load_split, random_crops
-from percept.training.prior import validate
+from percept.training.prior import REWARM_STEPS, validate
 
 
 @dataclass(frozen=True)
@@ -107,12 +107,17 @@ def _student_skeleton(ck: dict) -> ConsistencyDenoiser:
     return ConsistencyDenoiser(net, ck["config"]["sigma_min"])
 
 
-def _warm_start(student: ConsistencyDenoiser, init_from: str, cfg: DistillConfig) -> dict:
-    """Load a published consistency model into a new student; returns its name, sha256 and steps.
+def _warm_start(
+    student: ConsistencyDenoiser, init_from: str, cfg: DistillConfig, run_dir: Path
+) -> dict:
+    """Load a published consistency model into a new student; returns its name, sha256, steps and
+    training seconds (the new run continues both counts).
 
     A low-rank patch is applied on the *current* teacher: its factors and small vectors seed the
     new run, the big weights are the teacher's. This is how a patch is re-distilled after its prior
-    was republished, in far fewer steps than from scratch."""
+    was republished, in far fewer steps than from scratch. The source's card is kept as
+    `inherited_card.json`, so the published card's history and commands start at step 0
+    (`percept.zoo.publish_run` merges it, as for a prior run started with --init-from)."""
     from safetensors.torch import load_file
 
     from percept.zoo import resolve
@@ -136,7 +141,15 @@ def _warm_start(student: ConsistencyDenoiser, init_from: str, cfg: DistillConfig
         student.net.load_state_dict({k: v.float() for k, v in state.items()})
     else:
         load_delta(student.net, state)
-    return {"name": str(init_from), "sha256": card["sha256"], "steps": card.get("steps")}
+    kept = ("name", "steps", "train_seconds", "commands", "history")
+    (run_dir / runtime.INHERITED_CARD).write_text(
+        json.dumps({"source": str(init_from), **{k: card[k] for k in kept if k in card}}, indent=2)
+        + "\n"
+    )
+    return {
+        "name": str(init_from), "sha256": card["sha256"], "base": card.get("base"),
+        "steps": int(card.get("steps", 0)), "train_seconds": float(card.get("train_seconds", 0.0)),
+    }  # fmt: skip
 
 
 def _base_of(teacher: str) -> dict:
@@ -187,12 +200,8 @@ def train_distill(
     torch.manual_seed(cfg.seed)
     student = _student_from_teacher(teacher, cfg).to(dev)
     warm = None
-    if init_from is not None:
-        if resume:
-            raise PerceptError(
-                "--init-from starts a new run; --resume continues one: pass only one"
-            )
-        warm = _warm_start(student, init_from, cfg)
+    if init_from is not None and resume:
+        raise PerceptError("--init-from starts a new run; --resume continues one: pass only one")
     target = copy.deepcopy(student).requires_grad_(False)
     ema = copy.deepcopy(student).requires_grad_(False)
     trainable = [p for p in student.parameters() if p.requires_grad]
@@ -214,6 +223,13 @@ def train_distill(
         warm = ck.get("init_from")
     else:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    rewarm_from = None
+    if init_from is not None:
+        warm = _warm_start(student, init_from, cfg, run_dir)
+        target.load_state_dict(student.state_dict())
+        ema.load_state_dict(student.state_dict())
+        step, offset = warm["steps"], warm["train_seconds"]
+        rewarm_from = step
     runtime.log_command(run_dir, step)
 
     images = load_split("train", cfg.train_images, min_side=cfg.crop)
@@ -244,6 +260,8 @@ def train_distill(
             x_hi = x0 + t_hi.reshape(-1, 1, 1, 1) * torch.randn(x0.shape, generator=gen).to(dev)
             for group in opt.param_groups:
                 group["lr"] = runtime.learning_rate(step, cfg.lr, cfg.warmup_steps, 10**9)
+                if rewarm_from is not None:  # a fresh optimizer on warm weights: warm up again
+                    group["lr"] *= min(1.0, (step - rewarm_from + 1) / REWARM_STEPS)
             with autocast:
                 x_lo = heun_step(teacher, x_hi, t_hi, t_lo)
                 with torch.no_grad():
@@ -305,7 +323,7 @@ def export_model(run_dir: Path | str, out_path: Path | str) -> Path:
         "environment": environment(),
     }  # fmt: skip
     card["params"] = count_parameters(UNet(UNetConfig.from_dict(ck["unet"])))
-    if ck.get("init_from"):
+    if ck.get("init_from"):  # a warm start: its first init_from["steps"] steps were on its base
         card["init_from"] = ck["init_from"]
     if cfg.get("lowrank_rank") is None:
         state = {k.removeprefix("net."): v for k, v in ck["ema"].items()}
