@@ -85,7 +85,7 @@ def test_learning_rate_schedule():
 
 def test_cli_trains_and_exports(tmp_path):
     cfg_path = tmp_path / "cfg.json"
-    cfg_path.write_text(json.dumps(tiny_config(steps=3, val_every=3).to_dict()))
+    cfg_path.write_text(json.dumps(tiny_config(steps=3, val_every=2).to_dict()))
     out = tmp_path / "run"
     assert (
         train_main(
@@ -96,6 +96,8 @@ def test_cli_trains_and_exports(tmp_path):
     assert (out / "ema.safetensors").is_file()
     card = json.loads((out / "ema.safetensors.json").read_text())
     assert card["kind"] == "prior" and card["steps"] == 3 and card["val_psnr"] is not None
+    # validated at step 2 and again at the end: the card's figure is that of the shipped weights
+    assert [r["step"] for r in runtime.read_log(out) if "val_psnr" in r] == [2, 3]
     with pytest.raises(PerceptError, match="unknown config"):
         train_main(["train", "prior", "--config", "no-such-config", "--out", str(tmp_path / "x")])
 

@@ -181,7 +181,7 @@ def train_prior(
     timer = runtime.Timer(offset)
     last_ckpt = timer.session()
     losses: list[float] = []
-    last_val = None
+    last_val, val_step, first_step = None, None, step
 
     def checkpoint() -> None:
         runtime.save_checkpoint(run_dir, {
@@ -222,7 +222,7 @@ def train_prior(
                 bar.set_postfix(loss=f"{rec['loss']:.4f}")
                 losses = []
             if step % cfg.val_every == 0:
-                last_val = validate(ema, val_clean, dev)
+                last_val, val_step = validate(ema, val_clean, dev), step
                 runtime.append_log(
                     run_dir,
                     {"step": step, "val_psnr": last_val, "train_seconds": round(timer.total(), 1)},
@@ -236,6 +236,11 @@ def train_prior(
                 last_ckpt = timer.session()
         checkpoint()
     bar.close()
+    if step > first_step and val_step != step:  # the held-out figure of the weights that ship
+        last_val = validate(ema, val_clean, dev)
+        runtime.append_log(
+            run_dir, {"step": step, "val_psnr": last_val, "train_seconds": round(timer.total(), 1)}
+        )
     summary = {
         "step": step,
         "train_seconds": round(timer.total(), 1),
