@@ -194,3 +194,34 @@ def test_published_card_of_a_continued_run_starts_at_step_zero(tmp_path):
     assert [r["step"] for r in card["history"]["val"]] == [2, 4, 6, 8]
     assert card["history"]["loss"][0]["step"] == 1 and card["history"]["loss"][-1]["step"] == 8
     assert len(card["commands"]) == 2 and card["steps"] == 8
+
+
+def test_packed_crops_train_without_the_photos(tmp_path, monkeypatch):
+    import numpy as np
+
+    from percept.training.crops import PACK_ENV, center_crops, load_split, pack_crops
+
+    pack = tmp_path / "crops.npz"
+    meta = pack_crops(pack, size=48, per_image=2, val_size=32, limit=6)
+    assert meta["train_crops"] == 2 * len(load_split("train", 6, min_side=48))
+    assert meta["mib"] > 0 and json.loads(str(np.load(pack)["meta"]))["seed"] == 0
+    photos_val = center_crops(load_split("val", 6, min_side=32), 32)
+    assert train_main(["train", "pack", "--out", str(tmp_path / "big.npz"), "--size", "48",
+                       "--limit", "3", "--max-mib", "60"]) == 0  # fmt: skip
+    with pytest.raises(PerceptError, match="max-mib"):
+        train_main(["train", "pack", "--out", str(tmp_path / "b.npz"), "--size", "48",
+                    "--limit", "3", "--max-mib", "0.001"])  # fmt: skip
+    assert not (tmp_path / "b.npz").exists()
+    monkeypatch.setenv(PACK_ENV, str(pack))
+    monkeypatch.setenv("PERCEPT_DATA", str(tmp_path / "nowhere"))  # the photos are gone
+    train = load_split("train", None, min_side=32)
+    assert len(train) == meta["train_crops"] and train[0].shape == (3, 48, 48)
+    assert train[0].dtype == torch.uint8
+    # held-out crops are those the photos give: held-out figures stay comparable
+    assert torch.equal(center_crops(load_split("val", None, min_side=32), 32), photos_val)
+    with pytest.raises(PerceptError, match="pack again"):
+        load_split("train", None, min_side=64)
+    summary = train_prior(
+        tiny_config(steps=2, crop=32, val_crop=32), tmp_path / "run", progress=False, export=False
+    )
+    assert summary["step"] == 2 and summary["val_psnr"] is not None

@@ -1,4 +1,4 @@
-"""`percept train KIND ...`: KIND is prior, distill or codec (each module owns its options)."""
+"""`percept train KIND ...`: KIND is prior, distill, codec or pack (each module owns its options)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ KINDS = {
     "prior": "percept.training.prior",
     "distill": "percept.training.distill",
     "codec": "percept.training.codec",
+    "pack": "percept.training.crops",
 }
 
 
@@ -72,9 +73,11 @@ def _prior_main(argv: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[1] in ("-h", "--help") or argv[1] not in KINDS:
-        print("usage: percept train {prior,distill,codec} [OPTIONS]  (percept train KIND --help)")
+        print(
+            "usage: percept train {prior,distill,codec,pack} [OPTIONS]  (percept train KIND --help)"
+        )
         if len(argv) >= 2 and argv[1] not in ("-h", "--help"):
-            raise PerceptError(f"unknown model kind {argv[1]!r}: choose from {', '.join(KINDS)}")
+            raise PerceptError(f"unknown kind {argv[1]!r}: choose from {', '.join(KINDS)}")
         return 0 if len(argv) >= 2 else 2
     kind = argv[1]
     if kind == "prior":
