@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         calibrate_sigma,
         calibration_images,
         lookup_sigma,
+        model_sha256,
         store_sigma,
     )
     from percept.codecs import get_codec
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 store_sigma(name, quality, args.prior, args.preset, sigma, {
                     "mse_ratio_target": 2.0, "mse_ratio": calib_ratio, "images": len(calib),
                     "set": f"imagenet-sample val, top-left {args.calib_crop}x{args.calib_crop}",
-                    "seed": args.seed, "tol": args.tol,
+                    "seed": args.seed, "tol": args.tol, "model_sha256": model_sha256(args.prior),
                 })  # fmt: skip
         _, table = sigma_sweep(
             kodak, codec, prior, [sigma], preset=args.preset, seed=args.seed, progress=False,

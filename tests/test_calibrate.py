@@ -75,3 +75,30 @@ def test_table_store_and_lookup(tmp_path):
     store_sigma("jpeg", 20, "edm-s", "medium", 0.15, path=path)
     assert lookup_sigma("jpeg", 10, "edm-s", "medium", path=path) == 0.21
     assert lookup_sigma("jpeg", 20, "edm-s", "medium", path=path) == 0.15
+
+
+def test_an_entry_calibrated_on_other_weights_is_refused_as_stale(tmp_path):
+    import torch
+
+    from percept.calibrate import model_sha256
+    from percept.models import UNet, UNetConfig
+    from percept.zoo import save_weights
+
+    cfg = UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, groups=4)
+    card = {"kind": "prior", "arch": "unet-edm", "unet": cfg.to_dict(), "sigma_data": 0.5}
+    weights = tmp_path / "p.safetensors"
+    torch.manual_seed(0)
+    save_weights(UNet(cfg).state_dict(), card, weights)
+    first = model_sha256(str(weights))
+    assert first is not None and len(first) == 64
+    table = tmp_path / "calibration.json"
+    store_sigma("jpeg", 10, str(weights), "medium", 0.3, {"model_sha256": first}, path=table)
+    assert lookup_sigma("jpeg", 10, str(weights), "medium", path=table) == 0.3
+    save_weights(UNet(cfg).state_dict(), card, weights)  # republished: other weights, same name
+    assert model_sha256(str(weights)) != first
+    with pytest.raises(CalibrationMissing, match="other weights.*recalibrate"):
+        lookup_sigma("jpeg", 10, str(weights), "medium", path=table)
+    # entries without a recorded hash (older tables) and priors without one (diffusers) still work
+    store_sigma("jpeg", 20, str(weights), "medium", 0.2, path=table)
+    assert lookup_sigma("jpeg", 20, str(weights), "medium", path=table) == 0.2
+    assert model_sha256("hf:some/model") is None

@@ -102,3 +102,18 @@ def test_shipped_weights_stay_within_60_mb():
     registered = {e["file"] for e in REGISTRY.values()}
     stray = sorted(p.name for p in weights_dir().glob("*.safetensors") if p.name not in registered)
     assert not stray, f"weights files not registered in zoo.json: {stray}"
+
+
+def test_shipped_calibrations_were_measured_on_the_shipped_weights():
+    """A republished model makes its calibrated sigmas stale: recalibrate (or drop) them with it."""
+    import json
+
+    from percept.calibrate import model_sha256, table_path
+
+    entries = json.loads(table_path().read_text())["entries"]
+    stale = {
+        key: entry.get("model_sha256")
+        for key, entry in entries.items()
+        if entry.get("model_sha256") != model_sha256(key.split("/")[2])
+    }
+    assert not stale, f"calibrated on other weights (or without a recorded hash): {sorted(stale)}"

@@ -7,7 +7,9 @@ calibration set, with the same noise seeds at every trial (common random numbers
 a deterministic, nearly monotone function of sigma.
 
 Calibrated values are data: `src/percept/weights/calibration.json` maps
-"codec/q<quality>/<prior>/<preset>" to the sigma and how it was obtained. `store_sigma` writes an
+"codec/q<quality>/<prior>/<preset>" to the sigma and how it was obtained, including the sha256 of
+the model's weights: an entry measured on other weights than those now published under the name
+is refused as stale (recalibrate), never applied silently. `store_sigma` writes an
 entry, `lookup_sigma` reads one (and says which command to run when there is none); the enhancer's
 `sigma="auto"` uses it. Never calibrate on Kodak (evaluation only): `main` uses imagenet-sample val.
 """
@@ -70,18 +72,40 @@ def store_sigma(
     return entry
 
 
+def model_sha256(prior: str) -> str | None:
+    """The recorded sha256 of a zoo name or weights file (None for other kinds of prior)."""
+    from percept.zoo import recorded_sha256
+
+    try:
+        return recorded_sha256(prior)
+    except (OSError, ValueError):
+        return None
+
+
 def lookup_sigma(
     codec: str, quality: int | None, prior: str, preset: str, *, path: Path | None = None
 ) -> float:
-    """The calibrated sigma, or CalibrationMissing saying the command that makes it."""
+    """The calibrated sigma, or CalibrationMissing saying the command that makes it (also when the
+    entry was calibrated on other weights than those `prior` names now)."""
     table = _read(Path(path) if path is not None else table_path())
     key = calibration_key(codec, quality, prior, preset)
+    command = (
+        f"`python -m percept.calibrate --codec {codec} --quality {quality} --prior {prior} "
+        f"--preset {preset}`"
+    )
     if key not in table["entries"]:
         raise CalibrationMissing(
-            f"no calibrated sigma for {key}: run `python -m percept.calibrate --codec {codec} "
-            f"--quality {quality} --prior {prior} --preset {preset}` or pass --sigma VALUE"
+            f"no calibrated sigma for {key}: run {command} or pass --sigma VALUE"
         )
-    return float(table["entries"][key]["sigma"])
+    entry = table["entries"][key]
+    recorded, current = entry.get("model_sha256"), model_sha256(prior)
+    if recorded and current and recorded != current:
+        raise CalibrationMissing(
+            f"the calibrated sigma for {key} was measured on other weights (sha256 "
+            f"{recorded[:12]}..., now {current[:12]}...): recalibrate with {command} or pass "
+            "--sigma VALUE"
+        )
+    return float(entry["sigma"])
 
 
 def _sse(a: Tensor, b: Tensor) -> float:
@@ -234,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         "images": len(images),
         "set": "imagenet-sample val, top-left 256x256",
         "seed": args.seed,
+        "model_sha256": model_sha256(args.prior),
     }
     store_sigma(args.codec, args.quality, args.prior, args.preset, sigma, info)
     print(

@@ -224,6 +224,19 @@ def resolve(name_or_path: str | os.PathLike, registry: Path | None = None) -> tu
     return path, card
 
 
+def recorded_sha256(name_or_path: str | os.PathLike, registry: Path | None = None) -> str | None:
+    """The sha256 recorded for a zoo name or an exported .safetensors (its sidecar), without hashing
+    the file (loading checks it); None for anything else (a run directory, a diffusers model)."""
+    path = Path(name_or_path)
+    reg = read_registry(registry)
+    if str(name_or_path) in reg and not path.exists():
+        return reg[str(name_or_path)]["sha256"]
+    side = sidecar_path(path)
+    if path.suffix == ".safetensors" and side.is_file():
+        return json.loads(side.read_text()).get("sha256")
+    return None
+
+
 def load_weights_and_card(name_or_path: str | os.PathLike, *, registry: Path | None = None):
     """(state dict, card) of a zoo name or an exported .safetensors, after the sha256 check."""
     from safetensors.torch import load_file
