@@ -103,8 +103,10 @@ def read_log(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def log_command(run_dir: Path, step: int) -> None:
-    """Record this process's command line in the run's log, at the step it starts from."""
-    append_log(run_dir, {"step": step, "command": " ".join(sys.argv)})
+    """Record this process's command line in the run's log, at the step it starts from (the
+    program as its bare name, so a card reads `percept train ...`, not this machine's paths)."""
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
+    append_log(run_dir, {"step": step, "command": " ".join(argv)})
 
 
 def logged_commands(run_dir: Path) -> list[str]:
