@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from percept.calibrate import model_sha256
 from percept.container import bpp, decode_file, encode_image
 from percept.datasets import load_dataset
 from percept.errors import PerceptError
@@ -72,16 +73,6 @@ def parse_method(method: str) -> tuple:
         f"bad method {method!r}: use decode, enhance:PRESET:SIGMA (SIGMA a number or auto) or "
         "interp:ALPHA (0..1)"
     )
-
-
-def _prior_sha256(prior: str) -> str | None:
-    """SHA-256 of a zoo prior's weights (None for diffusers models, which carry their own ids)."""
-    try:
-        from percept.zoo import resolve, sha256_file
-
-        return sha256_file(resolve(prior)[0])
-    except (PerceptError, ImportError, OSError):
-        return None
 
 
 def _seed_for(seed: int, *key) -> torch.Generator:
@@ -210,9 +201,9 @@ def run(
         "codecs": {c: list(qs) for c, qs in codecs.items()},
         "methods": list(methods),
         "prior": prior,
-        "prior_sha256": _prior_sha256(prior) if prior else None,
+        "prior_sha256": model_sha256(prior) if prior else None,
         "consistency_model": consistency_model,
-        "consistency_model_sha256": _prior_sha256(consistency_model) if consistency_model else None,
+        "consistency_model_sha256": model_sha256(consistency_model) if consistency_model else None,
         "seed": seed,
         "swd_seeds": list(swd_seeds),
         "deep_metrics": list(deep_metrics),

@@ -141,11 +141,7 @@ def _warm_start(
         student.net.load_state_dict({k: v.float() for k, v in state.items()})
     else:
         load_delta(student.net, state)
-    kept = ("name", "steps", "train_seconds", "commands", "history")
-    (run_dir / runtime.INHERITED_CARD).write_text(
-        json.dumps({"source": str(init_from), **{k: card[k] for k in kept if k in card}}, indent=2)
-        + "\n"
-    )
+    runtime.write_inherited_card(run_dir, init_from, card)
     return {
         "name": str(init_from), "sha256": card["sha256"], "base": card.get("base"),
         "steps": int(card.get("steps", 0)), "train_seconds": float(card.get("train_seconds", 0.0)),

@@ -270,14 +270,7 @@ def _load_published(
         )
     model.net.load_state_dict(state)
     ema.net.load_state_dict(state)
-    inherited = {
-        k: card[k]
-        for k in ("name", "steps", "train_seconds", "commands", "command", "history")
-        if k in card
-    }
-    (run_dir / runtime.INHERITED_CARD).write_text(
-        json.dumps({"source": str(source), **inherited}, indent=2) + "\n"
-    )
+    runtime.write_inherited_card(run_dir, source, card)
     return int(card.get("steps", 0)), float(card.get("train_seconds", 0.0))
 
 

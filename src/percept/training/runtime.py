@@ -109,6 +109,14 @@ def log_command(run_dir: Path, step: int) -> None:
     append_log(run_dir, {"step": step, "command": " ".join(argv)})
 
 
+def write_inherited_card(run_dir: Path, source, card: dict[str, Any]) -> None:
+    """Keep the card of the published weights a new run starts from (`--init-from`), so the card
+    this run publishes continues its history and commands (`percept.zoo.publish_run` merges it)."""
+    kept = ("name", "steps", "train_seconds", "commands", "command", "history")
+    inherited = {"source": str(source), **{k: card[k] for k in kept if k in card}}
+    (Path(run_dir) / INHERITED_CARD).write_text(json.dumps(inherited, indent=2) + "\n")
+
+
 def logged_commands(run_dir: Path) -> list[str]:
     """Every command line that trained this run, in order (for its model card)."""
     return [r["command"] for r in read_log(run_dir) if "command" in r]
