@@ -33,7 +33,7 @@ def test_presets_are_data_with_nfe():
     assert PRESETS["fast"].nfe == 1 and PRESETS["fast"].needs_consistency_model
     assert (
         PRESETS["medium"].sampler == "dpmpp_2m"
-        and PRESETS["medium-sde"].sampler == "euler_maruyama"
+        and PRESETS["medium-sde"].sampler == "euler_ancestral"
     )
     assert PRESETS["slow"].sampler == "dps" and PRESETS["slow"].needs_differentiable_codec
     with pytest.raises(AttributeError):
@@ -56,7 +56,7 @@ def test_contract_range_seed_and_batch_independence(images):
     torch.testing.assert_close(y[:1], first)
     gens = per_image_generators(torch.Generator().manual_seed(0), 3)
     last = enhance(
-        images[2:], shrink_denoiser, 0.5, sampler="euler_maruyama", steps=30, generator=[gens[2]]
+        images[2:], shrink_denoiser, 0.5, sampler="euler_ancestral", steps=30, generator=[gens[2]]
     )
     torch.testing.assert_close(y[2:], last)
     torch.testing.assert_close(enhance(images, shrink_denoiser, 0.0), images)

@@ -12,6 +12,7 @@ from percept.samplers import (
     sample_consistency,
     sample_dpmpp_2m,
     sample_euler,
+    sample_euler_ancestral,
     sample_euler_maruyama,
 )
 from percept.schedules import karras_sigmas, loglinear_sigmas, nfe
@@ -90,19 +91,40 @@ def test_flow_map_is_a_one_step_consistency_model(gaussian):
     assert 0 < float((two - out).abs().mean()) < 0.1
 
 
-def test_last_sde_step_is_the_denoiser_output():
+@pytest.mark.parametrize("sampler", [sample_euler_maruyama, sample_euler_ancestral])
+def test_last_step_of_either_sde_sampler_is_the_denoiser_output(sampler):
     gmm = GaussianMixtureDenoiser(torch.zeros(1, 2), torch.eye(2)[None] * 0.2)
     seen = []
     x = torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
-    out = sample_euler_maruyama(
-        gmm,
-        x,
-        torch.tensor([0.3, 0.1, 0.0]),
-        generator=torch.Generator().manual_seed(1),
+    out = sampler(
+        gmm, x, torch.tensor([0.3, 0.1, 0.0]), generator=torch.Generator().manual_seed(1),
         callback=seen.append,
-    )
+    )  # fmt: skip
     assert [c["i"] for c in seen] == [0, 1]
     torch.testing.assert_close(out, seen[-1]["denoised"])
+
+
+def _noise_levels(sampler, sigmas: torch.Tensor) -> list[tuple[float, float]]:
+    """(labelled sigma, actual rms of x - x0) at each step, with an oracle denoiser that returns x0."""
+    x0 = torch.rand(20000, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    x = x0 + float(sigmas[0]) * torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    seen = []
+    sampler(
+        lambda x, s: x0, x, sigmas, generator=torch.Generator().manual_seed(2), callback=seen.append
+    )
+    return [(c["sigma"], float((c["x"] - x0).pow(2).mean().sqrt())) for c in seen]
+
+
+def test_ancestral_steps_leave_the_noise_the_next_step_assumes():
+    """The property that makes `medium-sde` work with 30 coarse steps: after each ancestral step x
+    carries noise of exactly the next level, so a network told sigma' sees sigma'. Euler-Maruyama
+    leaves more (variance sigma'^4/sigma^2 + sigma^2 - sigma'^2), up to 2x the level on a coarse
+    schedule, which a learned denoiser then takes for texture."""
+    sigmas = karras_sigmas(8, 1.0)
+    for labelled, actual in _noise_levels(sample_euler_ancestral, sigmas):
+        assert actual == pytest.approx(labelled, rel=0.02)
+    surplus = [a / s for s, a in _noise_levels(sample_euler_maruyama, sigmas)]
+    assert surplus[0] == pytest.approx(1.0, rel=0.02) and max(surplus) > 1.3
 
 
 def test_per_image_noise_does_not_depend_on_batch():
@@ -120,7 +142,9 @@ def test_per_image_noise_does_not_depend_on_batch():
     assert not torch.allclose(
         full, sample_euler_maruyama(gmm, x, sig, generator=torch.Generator().manual_seed(8))
     )
-    assert set(SAMPLERS) == {"consistency", "dpmpp_2m", "euler", "euler_maruyama", "dps"}
+    assert set(SAMPLERS) == {
+        "consistency", "dpmpp_2m", "euler", "euler_ancestral", "euler_maruyama", "dps"
+    }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -145,13 +169,14 @@ def _enhance(gmm, x_hat, sigma, sampler, steps, seed=1):
         return sampler(gmm, x, karras_sigmas(steps, sigma))
 
 
-def test_theorem_3_1_sde_closes_the_gap_and_ode_does_not_widen_it(mixture_experiment):
+@pytest.mark.parametrize("sde_sampler", [sample_euler_maruyama, sample_euler_ancestral])
+def test_theorem_3_1_sde_closes_the_gap_and_ode_does_not_widen_it(mixture_experiment, sde_sampler):
     gmm, x0, x_hat, other = mixture_experiment
     floor, start = frechet(other, x0), frechet(x_hat, x0)
     assert start > 50 * floor  # the gap is far above the sampling noise
     sdes, odes = [], []
     for sigma in (0.1, 0.3, 0.8):
-        sde = _enhance(gmm, x_hat, sigma, sample_euler_maruyama, 40)
+        sde = _enhance(gmm, x_hat, sigma, sde_sampler, 40)
         ode = _enhance(gmm, x_hat, sigma, sample_dpmpp_2m, 20)
         sdes.append((frechet(sde, x0), swd(sde, x0)))
         odes.append((frechet(ode, x0), swd(ode, x0)))

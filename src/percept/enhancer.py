@@ -103,7 +103,8 @@ def enhance(
 
     sigma: noise level in the denoiser's [-1,1] units, or "auto" (calibration table lookup by
     codec (a name or a codec object), quality, prior_name and the preset's name). preset: a name of
-    `PRESETS`; or give `sampler` (consistency, dpmpp_2m, euler, euler_maruyama, dps) and `steps`.
+    `PRESETS`; or give `sampler` (consistency, dpmpp_2m, euler, euler_ancestral, euler_maruyama, dps)
+    and `steps`.
     DPS (preset "slow") needs `operator` (a differentiable A on [0,1] images) or a `codec` with a
     CompressAI model; its measurement is x_hat. generator: see `percept.samplers` (per-image noise).
     precision: "fp32", or "bf16" to run the network's convolutions under bfloat16 autocast (the

@@ -4,7 +4,7 @@
 | fast       | consistency     | 1     | 1   | a consistency model            | ~0.1 s         |
 | fast-2     | consistency     | 2     | 2   | a consistency model            | ~0.2 s         |
 | medium     | dpmpp_2m (ODE)  | 6     | 6   | any denoiser                   | ~1 s           |
-| medium-sde | euler_maruyama  | 30    | 30  | any denoiser                   | ~3-10 s        |
+| medium-sde | euler_ancestral | 30    | 30  | any denoiser                   | ~3-10 s        |
 | slow       | dps (SDE + DPS) | 100   | 100 | + a differentiable codec       | >10 s          |
 
 Section 4.3 found ODE solvers best for small budgets (discretisation error dominates; DPM-Solver)
@@ -65,12 +65,14 @@ PRESETS: dict[str, Preset] = {
             needs_consistency_model=True,
         ),
         Preset("medium", "dpmpp_2m", 6, "few-step PF-ODE, DPM-Solver++(2M)"),
-        Preset("medium-sde", "euler_maruyama", 30, "Euler-Maruyama reverse SDE (paper eq. 5)"),
+        Preset(
+            "medium-sde", "euler_ancestral", 30, "reverse SDE, ancestral Euler steps (paper eq. 5)"
+        ),
         Preset(
             "slow",
             "dps",
             100,
-            "Euler-Maruyama SDE with the DPS constraint (paper eq. 16-17)",
+            "ancestral SDE steps with the DPS constraint (paper eq. 16-17)",
             zeta=1.0,
             needs_differentiable_codec=True,
         ),
