@@ -303,10 +303,8 @@ def train_codec(
 
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if state["config"] != dataclasses.asdict(cfg):
-            diff = sorted(
-                k for k, v in dataclasses.asdict(cfg).items() if state["config"].get(k) != v
-            )
+        diff = runtime.config_changes(state["config"], dataclasses.asdict(cfg))
+        if diff:
             raise PerceptError(
                 f"--resume with a different config (keys {diff}): use the run's own config"
             )

@@ -206,9 +206,11 @@ def train_distill(
     step, offset = 0, 0.0
     if resume:
         ck = runtime.load_checkpoint(run_dir)
-        if ck["config"] != cfg.to_dict():
+        changed = runtime.config_changes(ck["config"], cfg.to_dict())
+        if changed:
             raise PerceptError(
-                f"{run_dir} was started with a different config or teacher: resume with the same ones"
+                f"{run_dir} was started with a different config or teacher (keys {changed}): resume"
+                " with the same ones"
             )
         for module, key in ((student, "model"), (target, "target"), (ema, "ema")):
             module.load_state_dict(ck[key])

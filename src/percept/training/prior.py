@@ -152,9 +152,11 @@ def train_prior(
     step, offset = 0, 0.0
     if resume:
         ck = runtime.load_checkpoint(run_dir)
-        if ck["config"] != cfg.to_dict():
+        changed = runtime.config_changes(ck["config"], cfg.to_dict())
+        if changed:
             raise PerceptError(
-                f"{run_dir} was started with a different config: resume with the same --config"
+                f"{run_dir} was started with a different config (keys {changed}): resume with the"
+                " same --config"
             )
         model.load_state_dict(ck["model"])
         ema.load_state_dict(ck["ema"])

@@ -206,3 +206,11 @@ def config_to_dict(cfg) -> dict:
     d = dataclasses.asdict(cfg)
     d["scale_range"] = list(cfg.scale_range)
     return d
+
+
+def config_changes(saved: dict, current: dict) -> list[str]:
+    """Keys whose values differ between a run's saved config and the one a resume was given. The
+    `description` is prose, not a setting: editing it must not strand a run (the checkpoint keeps the
+    text it started with)."""
+    keys = (set(saved) | set(current)) - {"description"}
+    return sorted(k for k in keys if saved.get(k) != current.get(k))
