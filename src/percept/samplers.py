@@ -144,12 +144,19 @@ def sample_euler_maruyama(
     `sample_euler_ancestral`, which has the same drift and the exact Gaussian noise; this sampler is
     kept for comparisons (and converges to the same SDE as steps grow).
     """
+    return _sde_loop(
+        _maruyama_step, "euler-maruyama", denoiser, x, sigmas, generator, callback, progress
+    )
+
+
+def _sde_loop(step, desc, denoiser, x, sigmas, generator, callback, progress) -> Tensor:
+    """One network evaluation per step, then `step(x, sigma, sigma', D, generators)`."""
     gens = per_image_generators(generator, x.shape[0])
-    for i in _steps(sigmas, progress, "euler-maruyama"):
+    for i in _steps(sigmas, progress, desc):
         s, s_next = sigmas[i], sigmas[i + 1]
         denoised = denoiser(x, _sigma_batch(s, x))
         _report(callback, i, x, s, denoised)
-        x = _maruyama_step(x, s, s_next, denoised, gens)
+        x = step(x, s, s_next, denoised, gens)
     return x
 
 
@@ -179,13 +186,9 @@ def sample_euler_ancestral(
     step of the PF-ODE down to sigma'^2/sigma followed by fresh noise up to sigma'. The step to 0
     returns D(x, sigma).
     """
-    gens = per_image_generators(generator, x.shape[0])
-    for i in _steps(sigmas, progress, "euler-ancestral"):
-        s, s_next = sigmas[i], sigmas[i + 1]
-        denoised = denoiser(x, _sigma_batch(s, x))
-        _report(callback, i, x, s, denoised)
-        x = _ancestral_step(x, s, s_next, denoised, gens)
-    return x
+    return _sde_loop(
+        _ancestral_step, "euler-ancestral", denoiser, x, sigmas, generator, callback, progress
+    )
 
 
 def _ancestral_step(x: Tensor, s: Tensor, s_next: Tensor, denoised: Tensor, gens) -> Tensor:
