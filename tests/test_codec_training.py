@@ -115,6 +115,26 @@ def test_resume_is_exact(tmp_path):
     assert drop_time(read_log(straight)) == drop_time(read_log(split))
 
 
+def test_codec_trains_from_packed_crops_without_the_photos(tmp_path, monkeypatch):
+    from percept.training.crops import PACK_ENV, pack_crops
+
+    cfg = tiny(steps=4, val_every=2)
+    pack = tmp_path / "crops.npz"
+    pack_crops(pack, size=64, val_size=64, limit=6)
+    train_codec(cfg, tmp_path / "photos", max_steps=2, threads=2)
+    monkeypatch.setenv(PACK_ENV, str(pack))
+    monkeypatch.setenv("PERCEPT_DATA", str(tmp_path / "nowhere"))  # the photos are gone
+    summary = train_codec(cfg, tmp_path / "packed", threads=2)
+    assert summary["step"] == 4 and summary["stopped_by"] == "schedule"
+    assert (tmp_path / "packed" / "codec-test.safetensors").is_file()
+    assert [r["step"] for r in read_log(tmp_path / "packed") if "psnr" in r] == [2, 4]
+    # a run started on the photos does not silently continue on other pixels
+    with pytest.raises(PerceptError, match="different training images"):
+        train_codec(cfg, tmp_path / "photos", resume=True, threads=2)
+    with pytest.raises(PerceptError, match="pack again with a larger --val-size"):
+        train_codec(tiny(val_crop=128), tmp_path / "bigval", threads=2)
+
+
 def test_export_reloads_bit_exactly(trained):
     out, summary = trained
     path = out / "codec-test.safetensors"

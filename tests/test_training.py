@@ -45,7 +45,7 @@ def test_tiny_prior_loss_falls(tmp_path):
     first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
     assert last < 0.8 * first, (first, last)
     vals = [r["val_psnr"] for r in runtime.read_log(tmp_path) if "val_psnr" in r]
-    assert len(vals) == 2 and set(vals[0]) == {"0.05", "0.1", "0.2", "0.4"}
+    assert len(vals) == 2 and set(vals[0]) == {"0.05", "0.1", "0.2", "0.4", "1", "2"}
 
 
 def test_resume_is_exact(tmp_path):
@@ -218,6 +218,7 @@ def test_packed_crops_train_without_the_photos(tmp_path, monkeypatch):
         train_main(["train", "pack", "--out", str(tmp_path / "b.npz"), "--size", "48",
                     "--limit", "3", "--max-mib", "0.001"])  # fmt: skip
     assert not (tmp_path / "b.npz").exists()
+    data_dir = os.environ["PERCEPT_DATA"]
     monkeypatch.setenv(PACK_ENV, str(pack))
     monkeypatch.setenv("PERCEPT_DATA", str(tmp_path / "nowhere"))  # the photos are gone
     train = load_split("train", None, min_side=32)
@@ -227,6 +228,17 @@ def test_packed_crops_train_without_the_photos(tmp_path, monkeypatch):
     assert torch.equal(center_crops(load_split("val", None, min_side=32), 32), photos_val)
     with pytest.raises(PerceptError, match="pack again"):
         load_split("train", None, min_side=64)
+    # a limit means the first N photos, whether they come packed or not (val photos 10 and 11 of
+    # the first 50 have a side of 400 px; photos 13, 31, 40, ... are later and must stay out)
+    big = tmp_path / "big400.npz"
+    monkeypatch.delenv(PACK_ENV)
+    monkeypatch.setenv("PERCEPT_DATA", data_dir)
+    pack_crops(big, size=400, val_size=400, limit=50)
+    from_photos = center_crops(load_split("val", 12, min_side=400), 400)
+    monkeypatch.setenv(PACK_ENV, str(big))
+    assert len(load_split("val", None, min_side=400)) > len(from_photos) == 2
+    assert torch.equal(center_crops(load_split("val", 12, min_side=400), 400), from_photos)
+    monkeypatch.setenv(PACK_ENV, str(pack))
     summary = train_prior(
         tiny_config(steps=2, crop=32, val_crop=32), tmp_path / "run", progress=False, export=False
     )

@@ -7,8 +7,9 @@ additive uniform noise standing in for rounding). The entropy bottleneck's quant
 separate "aux" loss with its own optimizer, as CompressAI's examples/train.py does.
 
 Data: random crops (with horizontal flips) of the imagenet-sample TRAIN split, decoded once into
-memory as uint8; held-out PSNR and bpp are measured on center crops of the VAL split with real
-bitstreams (`model.update()` then `compress`), never on Kodak. The run directory holds
+memory as uint8 (`percept.training.crops.load_split`: the photos, or the packed crops named by
+PERCEPT_CROPS, so a codec trains on a machine without the photos as the prior does); held-out PSNR
+and bpp are measured on center crops of the VAL split with real bitstreams (`model.update()` then `compress`), never on Kodak. The run directory holds
 `checkpoint.pt` (weights_only-safe; model, both optimizers, step, RNG states), `log.jsonl` and, when
 the schedule ends (or with --export), `<config name>.safetensors`, checked to decode bit-exactly
 after reloading.
@@ -40,6 +41,7 @@ from percept.codecs.project import (
 )
 from percept.errors import PerceptError
 from percept.training import runtime
+from percept.training.crops import load_split
 
 
 @dataclass(frozen=True)
@@ -111,22 +113,6 @@ def load_config(
             f"crop ({cfg.crop}) and val_crop ({cfg.val_crop}) must be multiples of 64"
         )
     return cfg
-
-
-def load_images(paths: list[Path], min_side: int, desc: str) -> list[torch.Tensor]:
-    """Decode files once into uint8 [3,H,W] tensors, skipping those smaller than `min_side`."""
-    from PIL import Image
-
-    images = []
-    for p in tqdm(paths, desc=desc, leave=False):
-        with Image.open(p) as img:
-            arr = torch.frombuffer(bytearray(img.convert("RGB").tobytes()), dtype=torch.uint8)
-            w, h = img.size
-        if min(h, w) >= min_side:
-            images.append(arr.view(h, w, 3).permute(2, 0, 1).contiguous())
-    if not images:
-        raise PerceptError(f"no images of at least {min_side}px for {desc}: check PERCEPT_DATA")
-    return images
 
 
 def random_crops(
@@ -229,10 +215,13 @@ def _initial_weights(source: str, cfg: CodecTrainConfig) -> dict[str, torch.Tens
     return weights  # the entropy coders' tables are rebuilt when the fine-tuned codec is exported
 
 
-def _data_fingerprint(paths: list[Path]) -> str:
-    return hashlib.sha256(
-        "\n".join(f"{p.name}:{p.stat().st_size}" for p in paths).encode()
-    ).hexdigest()[:16]
+def _data_fingerprint(images: list[torch.Tensor]) -> str:
+    """Hash of the training pixels themselves (photos or packed crops alike), for --resume."""
+    h = hashlib.sha256()
+    for img in images:
+        h.update(str(tuple(img.shape)).encode())
+        h.update(img.contiguous().numpy().data)
+    return h.hexdigest()[:16]
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -268,7 +257,6 @@ def train_codec(
     writes a checkpoint, so `resume=True` continues exactly where it stopped. The codec file is
     exported when the schedule completes, or at any stop when `export=True`.
     """
-    from percept.data import imagenet_sample_paths
     from percept.provenance import environment
 
     cfg = load_config(config)
@@ -283,14 +271,13 @@ def train_codec(
     if threads:
         torch.set_num_threads(threads)
 
-    train_paths = imagenet_sample_paths("train")[: cfg.train_images]
-    val_paths = imagenet_sample_paths("val")[: cfg.val_images]
-    if not train_paths or not val_paths:
+    train_images = load_split("train", cfg.train_images, min_side=cfg.crop)
+    val_images = load_split("val", cfg.val_images, min_side=cfg.val_crop)
+    if not train_images or not val_images:
         raise PerceptError(
-            "imagenet-sample not found: set PERCEPT_DATA to a folder with imagenet-sample/"
+            f"no imagenet-sample image is at least {cfg.crop} px (train) / {cfg.val_crop} px (val)"
         )
-    train_images = load_images(train_paths, cfg.crop, "decoding train split")
-    val_set = center_crops(load_images(val_paths, cfg.val_crop, "decoding val split"), cfg.val_crop)
+    val_set = center_crops(val_images, cfg.val_crop)
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.architecture, cfg.N, cfg.M).to(device).train()
@@ -299,7 +286,7 @@ def train_codec(
     opt = torch.optim.Adam(net_params, lr=cfg.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
     gen = torch.Generator().manual_seed(cfg.seed)
-    fingerprint, step, last_val = _data_fingerprint(train_paths), 0, None
+    fingerprint, step, last_val = _data_fingerprint(train_images), 0, None
 
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -309,7 +296,10 @@ def train_codec(
                 f"--resume with a different config (keys {diff}): use the run's own config"
             )
         if state["data"] != fingerprint:
-            raise PerceptError("--resume with different training images than the run started with")
+            raise PerceptError(
+                "--resume with different training images than the run started with (another"
+                " PERCEPT_DATA, a PERCEPT_CROPS pack instead of the photos, or another limit)"
+            )
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         aux_opt.load_state_dict(state["aux_opt"])

@@ -43,6 +43,11 @@ def load_split(split: str, limit: int | None = None, min_side: int = 64) -> list
 
 
 def _load_photos(split: str, limit: int | None, min_side: int) -> list[Tensor]:
+    return [img for _, img in _indexed_photos(split, limit, min_side)]
+
+
+def _indexed_photos(split: str, limit: int | None, min_side: int) -> list[tuple[int, Tensor]]:
+    """(position in the split, image) of the first `limit` photos, those with a side >= min_side."""
     paths: list[Path] = imagenet_sample_paths(split)
     if not paths:
         raise PerceptError(
@@ -52,11 +57,11 @@ def _load_photos(split: str, limit: int | None, min_side: int) -> list[Tensor]:
     if limit is not None:
         paths = paths[:limit]
     images = []
-    for p in tqdm(paths, desc=f"decoding {split} photos", leave=False):
+    for i, p in enumerate(tqdm(paths, desc=f"decoding {split} photos", leave=False)):
         with Image.open(p) as img:
             arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
         if min(arr.shape[:2]) >= min_side:
-            images.append(torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous())
+            images.append((i, torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()))
     return images
 
 
@@ -66,11 +71,17 @@ def _load_packed(path: Path, split: str, limit: int | None, min_side: int) -> li
     with np.load(path) as pack:
         if split not in pack.files:
             raise PerceptError(f"{path} has no {split!r} crops (it holds {', '.join(pack.files)})")
-        arr = pack[split][:limit]
+        arr = pack[split]
+        index_key = f"{split}_photo"
+        if limit is not None and index_key in pack.files:
+            # `limit` means what it means for the photos: crops of the first `limit` photos
+            arr = arr[pack[index_key] < limit]
+        else:
+            arr = arr[:limit]
     if arr.shape[-1] < min_side:
         raise PerceptError(
             f"{path}: the packed {split} crops are {arr.shape[-1]} px, this run needs {min_side}: "
-            "pack again with a larger --size"
+            f"pack again with a larger {'--size' if split == 'train' else '--val-size'}"
         )
     return [torch.from_numpy(a.copy()) for a in arr]
 
@@ -88,23 +99,26 @@ def pack_crops(
     crop of every held-out photo (native resolution, uint8 [N,3,S,S]) to one compressed .npz.
 
     The val crops equal what `center_crops(load_split("val"), val_size)` takes from the photos, so
-    held-out figures stay comparable. Photos smaller than a crop are left out. Returns the metadata
+    held-out figures stay comparable; each crop's position in its split is stored too, so a run's
+    `limit` picks the crops of the same first photos as it would from the photos. Photos smaller than a crop are left out. Returns the metadata
     that is also stored in the file (key `meta`, JSON), with the file's size in MiB."""
     if size < 8 or val_size < 8 or per_image < 1:
         raise PerceptError("pack: --size and --val-size must be >= 8 and --per-image >= 1")
     g = torch.Generator().manual_seed(seed)
-    train = []
-    for img in _load_photos("train", limit, size):
+    train, train_photo = [], []
+    for i, img in _indexed_photos("train", limit, size):
         _, h, w = img.shape
         for _ in range(per_image):
             top = int(torch.randint(h - size + 1, (), generator=g))
             left = int(torch.randint(w - size + 1, (), generator=g))
             train.append(img[:, top : top + size, left : left + size])
-    val = []
-    for img in _load_photos("val", limit, val_size):
+            train_photo.append(i)
+    val, val_photo = [], []
+    for i, img in _indexed_photos("val", limit, val_size):
         _, h, w = img.shape
         top, left = (h - val_size) // 2, (w - val_size) // 2
         val.append(img[:, top : top + val_size, left : left + val_size])
+        val_photo.append(i)
     if not train or not val:
         raise PerceptError("pack: no photo is as large as the crops asked for")
     meta = {
@@ -117,6 +131,7 @@ def pack_crops(
     tmp = out.with_name(out.name + ".tmp.npz")
     np.savez_compressed(
         tmp, train=torch.stack(train).numpy(), val=torch.stack(val).numpy(),
+        train_photo=np.array(train_photo, dtype=np.int32), val_photo=np.array(val_photo, dtype=np.int32),
         meta=np.array(json.dumps(meta)),
     )  # fmt: skip
     tmp.replace(out)

@@ -31,7 +31,9 @@ from percept.models.edm import edm_scalings
 from percept.training import runtime
 from percept.training.crops import center_crops, load_split, random_crops
 
-VAL_SIGMAS = (0.05, 0.1, 0.2, 0.4)
+# Held-out noise levels: the gate's four, then two of the enhancer's large calibrated sigmas (JPEG
+# q5 lands near 1.8). New levels go last: the fixed noise of the earlier ones stays the same draw.
+VAL_SIGMAS = (0.05, 0.1, 0.2, 0.4, 1.0, 2.0)
 
 
 @dataclass(frozen=True)
