@@ -102,3 +102,15 @@ def test_an_entry_calibrated_on_other_weights_is_refused_as_stale(tmp_path):
     store_sigma("jpeg", 20, str(weights), "medium", 0.2, path=table)
     assert lookup_sigma("jpeg", 20, str(weights), "medium", path=table) == 0.2
     assert model_sha256("hf:some/model") is None
+
+
+def test_calibration_images_are_square_crops_of_large_enough_photos():
+    from percept.calibrate import calibration_images
+
+    crops = calibration_images(3, 256)
+    assert [tuple(c.shape) for c in crops] == [(1, 3, 256, 256)] * 3
+    # the first val photos are 500x375: an 800 px crop must come from a larger photo, not be cut short
+    (big,) = calibration_images(1, 800)
+    assert tuple(big.shape) == (1, 3, 800, 800)
+    with pytest.raises(PerceptError, match="800 px or larger"):
+        calibration_images(50, 800)

@@ -212,14 +212,21 @@ def calibrate_sigma(
 
 def calibration_images(n: int, size: int = 256) -> list[Tensor]:
     """The calibration set: the top-left size x size crops of the first n imagenet-sample val images
-    (never Kodak, which is for evaluation only)."""
+    with both sides >= size (never Kodak, which is for evaluation only)."""
     from percept.data import imagenet_sample_paths
     from percept.images import load_image
 
-    paths = imagenet_sample_paths("val")[:n]
+    paths = imagenet_sample_paths("val")
     if not paths:
         raise PerceptError("imagenet-sample not found: set PERCEPT_DATA (see the data README)")
-    return [load_image(path)[0][..., :size, :size] for path in paths]
+    crops = []
+    for path in paths:
+        img = load_image(path)[0]
+        if min(img.shape[-2:]) >= size:
+            crops.append(img[..., :size, :size])
+            if len(crops) == n:
+                return crops
+    raise PerceptError(f"only {len(crops)} imagenet-sample val images are {size} px or larger")
 
 
 def main(argv: list[str] | None = None) -> int:
