@@ -202,6 +202,29 @@ def test_published_card_of_a_continued_run_starts_at_step_zero(tmp_path):
     assert len(card["commands"]) == 2 and card["steps"] == 8
 
 
+def test_a_chain_of_unpublished_exports_keeps_the_whole_training_in_the_card(tmp_path):
+    from percept.zoo import publish_run, read_registry
+
+    train_prior(tiny_config(steps=4, val_every=2), tmp_path / "a", progress=False)
+    train_prior(
+        tiny_config(steps=6, val_every=2), tmp_path / "b", init_from=tmp_path / "a" / "ema.safetensors",
+        progress=False,
+    )  # fmt: skip
+    middle = json.loads((tmp_path / "b" / "ema.safetensors.json").read_text())
+    assert [r["step"] for r in middle["history"]["val"]] == [2, 4, 6] and len(
+        middle["commands"]
+    ) == 2
+    train_prior(
+        tiny_config(steps=8, val_every=2, batch_size=4), tmp_path / "c",
+        init_from=tmp_path / "b" / "ema.safetensors", progress=False, export=False,
+    )  # fmt: skip
+    publish_run(tmp_path / "c", "toy", folder=tmp_path / "zoo")
+    card = read_registry(tmp_path / "zoo" / "zoo.json")["toy"]["card"]
+    assert [r["step"] for r in card["history"]["val"]] == [2, 4, 6, 8]
+    assert len(card["commands"]) == 3 and card["steps"] == 8
+    assert card["images_seen"] == 6 * 8 + 2 * 4  # the last two steps at batch 4
+
+
 def test_packed_crops_train_without_the_photos(tmp_path, monkeypatch):
     import numpy as np
 

@@ -145,9 +145,8 @@ def publish_run(
     """Export a training run's EMA weights and record them in the zoo (prior and cm runs).
 
     With `half` the shipped file stores float16 (half the size, so the package stays small); the
-    loader copies them into float32 parameters. The card records the storage dtype."""
-    from percept.training import runtime
-
+    loader copies them into float32 parameters. The card records the storage dtype; its commands
+    and history (`percept.training.runtime.lineage`) reach back through --init-from starts."""
     run_dir = Path(run_dir)
     with tempfile.TemporaryDirectory() as tmp:
         exported = export_run(run_dir, Path(tmp) / "model.safetensors")
@@ -160,21 +159,6 @@ def publish_run(
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     card["storage_dtype"] = "float16" if half else "float32"
     card["source_run"] = str(run_dir)
-    log = runtime.read_log(run_dir)
-    losses = [r for r in log if "loss" in r]
-    # the whole held-out history and about 200 points of the loss curve travel with the weights,
-    # so the model card in the book can plot them without the run directory
-    history = {"val": [r for r in log if "val_psnr" in r], "loss": losses}
-    # a run started --init-from published weights: its card starts at step 0
-    inherited = run_dir / runtime.INHERITED_CARD
-    if inherited.is_file():
-        source = json.loads(inherited.read_text())
-        before = source.get("history", {})
-        history = {k: before.get(k, []) + history[k] for k in history}
-        earlier = source.get("commands") or ([source["command"]] if source.get("command") else [])
-        card["commands"] = earlier + card.get("commands", [])
-    history["loss"] = thin(history["loss"])
-    card["history"] = history
     return publish(name, kind, state, card, folder=folder)
 
 

@@ -323,7 +323,7 @@ def export_model(run_dir: Path | str, out_path: Path | str) -> Path:
         f"targets from the teacher's ODE",
         "train_seconds": round(float(ck["train_seconds"]), 1), "training_config": cfg,
         "val_psnr": (runtime.latest_val(run_dir) or {}).get("val_psnr"),
-        "commands": runtime.logged_commands(run_dir),
+        **runtime.lineage(run_dir, cfg["batch_size"], int(ck["step"])),
         "environment": environment(),
     }  # fmt: skip
     card["params"] = count_parameters(UNet(UNetConfig.from_dict(ck["unet"])))

@@ -293,11 +293,10 @@ def export_model(run_dir: Path | str, out_path: Path | str) -> Path:
         "sigma_data": 0.5,
         "steps": int(ck["step"]),
         "train_seconds": round(float(ck["train_seconds"]), 1),
-        "images_seen": int(ck["step"]) * cfg["batch_size"],
         "data": f"imagenet-sample train split, {cfg['crop']}x{cfg['crop']} crops, scale {cfg['scale_range']}",
         "training_config": cfg,
         "val_psnr": (runtime.latest_val(run_dir) or {}).get("val_psnr"),
-        "commands": runtime.logged_commands(run_dir),
+        **runtime.lineage(run_dir, cfg["batch_size"], int(ck["step"])),
         "environment": environment(),
     }
     state = {k.removeprefix("net."): v for k, v in ck["ema"].items()}

@@ -112,9 +112,34 @@ def log_command(run_dir: Path, step: int) -> None:
 def write_inherited_card(run_dir: Path, source, card: dict[str, Any]) -> None:
     """Keep the card of the published weights a new run starts from (`--init-from`), so the card
     this run publishes continues its history and commands (`percept.zoo.publish_run` merges it)."""
-    kept = ("name", "steps", "train_seconds", "commands", "command", "history")
+    kept = ("name", "steps", "train_seconds", "images_seen", "commands", "command", "history")
     inherited = {"source": str(source), **{k: card[k] for k in kept if k in card}}
     (Path(run_dir) / INHERITED_CARD).write_text(json.dumps(inherited, indent=2) + "\n")
+
+
+def lineage(run_dir: Path, batch_size: int, step: int) -> dict[str, Any]:
+    """`commands`, `history` (held-out records; about 200 points of the loss curve) and
+    `images_seen` of a run, preceded by those of the weights it started from (--init-from), so an
+    exported run carries its whole training, also when it was itself started from an export."""
+    run_dir = Path(run_dir)
+    log = read_log(run_dir)
+    commands = logged_commands(run_dir)
+    history = {"val": [r for r in log if "val_psnr" in r], "loss": [r for r in log if "loss" in r]}
+    images_seen = step * batch_size
+    inherited = run_dir / INHERITED_CARD
+    if inherited.is_file():
+        source = json.loads(inherited.read_text())
+        before = source.get("history", {})
+        history = {k: before.get(k, []) + history[k] for k in history}
+        earlier = source.get("commands") or ([source["command"]] if source.get("command") else [])
+        commands = earlier + commands
+        start = int(source.get("steps", 0))
+        # an older card without images_seen: its steps counted at this run's batch size
+        images_seen = int(source.get("images_seen", start * batch_size)) + (step - start) * batch_size
+    from percept.zoo import thin
+
+    history["loss"] = thin(history["loss"])
+    return {"commands": commands, "history": history, "images_seen": images_seen}
 
 
 def logged_commands(run_dir: Path) -> list[str]:
