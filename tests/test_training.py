@@ -135,6 +135,26 @@ def test_tiny_distillation_runs_and_keeps_boundary(tmp_path):
     assert cm(x, torch.tensor(0.5)).shape == x.shape
 
 
+def test_distillation_resume_refuses_a_teacher_whose_weights_changed(tmp_path):
+    teacher = tmp_path / "teacher"
+    train_prior(tiny_config(steps=100, val_every=2), teacher, max_steps=2, progress=False)
+    cfg = DistillConfig(
+        name="cm-test", teacher=str(teacher), num_scales=8, ema_decay=0.9, crop=32, batch_size=4,
+        steps=6, lr=1e-4, warmup_steps=1, bf16=False, train_images=8, val_images=2, val_crop=32,
+        log_every=1, val_every=100,
+    )  # fmt: skip
+    train_distill(cfg, tmp_path / "cm", max_steps=2, progress=False)
+    assert (
+        train_distill(cfg, tmp_path / "cm", resume=True, max_steps=3, progress=False)["step"] == 3
+    )
+    # the teacher trains on under the same name: the run must not go on against other targets
+    train_prior(
+        tiny_config(steps=100, val_every=2), teacher, resume=True, max_steps=4, progress=False
+    )
+    with pytest.raises(PerceptError, match="other weights"):
+        train_distill(cfg, tmp_path / "cm", resume=True, progress=False)
+
+
 def test_init_from_published_weights_continues_step_count(tmp_path):
     from percept.training.prior import export_model
 

@@ -148,6 +148,17 @@ def _warm_start(
     }  # fmt: skip
 
 
+def _fingerprint(module: nn.Module) -> str:
+    """sha256 (16 hex digits) of a network's weights, whatever file or run they came from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(value.detach().float().cpu().contiguous().numpy().data)
+    return h.hexdigest()[:16]
+
+
 def _base_of(teacher: str) -> dict:
     """Name and sha256 of the published teacher that a low-rank student is a patch on."""
     from percept.zoo import resolve
@@ -193,6 +204,7 @@ def train_distill(
     teacher = load_denoiser(cfg.teacher).to(dev)
     if cfg.lowrank_rank is not None:
         _base_of(cfg.teacher)  # fail now, not at export, if the teacher cannot be a base
+    teacher_weights = _fingerprint(teacher)
     torch.manual_seed(cfg.seed)
     student = _student_from_teacher(teacher, cfg).to(dev)
     warm = None
@@ -211,6 +223,12 @@ def train_distill(
             raise PerceptError(
                 f"{run_dir} was started with a different config or teacher (keys {changed}): resume"
                 " with the same ones"
+            )
+        if ck.get("teacher_weights", teacher_weights) != teacher_weights:
+            raise PerceptError(
+                f"{run_dir} was distilled from other weights than {cfg.teacher!r} holds now (was it"
+                " republished?): restore those weights, or start a new run from this one's export"
+                " with --init-from"
             )
         for module, key in ((student, "model"), (target, "target"), (ema, "ema")):
             module.load_state_dict(ck[key])
@@ -244,7 +262,7 @@ def train_distill(
             "config": cfg.to_dict(), "unet": student.net.config.to_dict(), "step": step,
             "train_seconds": timer.total(), "model": student.state_dict(), "target": target.state_dict(),
             "ema": ema.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-            "torch_rng": torch.get_rng_state(), "init_from": warm,
+            "torch_rng": torch.get_rng_state(), "init_from": warm, "teacher_weights": teacher_weights,
         })  # fmt: skip
 
     bar = tqdm(total=stop_at, initial=step, desc=f"distill {cfg.name}", disable=not progress,
