@@ -9,7 +9,8 @@ separate "aux" loss with its own optimizer, as CompressAI's examples/train.py do
 Data: random crops (with horizontal flips) of the imagenet-sample TRAIN split, decoded once into
 memory as uint8 (`percept.training.crops.load_split`: the photos, or the packed crops named by
 PERCEPT_CROPS, so a codec trains on a machine without the photos as the prior does); held-out PSNR
-and bpp are measured on center crops of the VAL split with real bitstreams (`model.update()` then `compress`), never on Kodak. The run directory holds
+and bpp are measured on center crops of the VAL split with real bitstreams (`model.update()` then
+`compress`), never on Kodak. The run directory holds
 `checkpoint.pt` (weights_only-safe; model, both optimizers, step, RNG states), `log.jsonl` and, when
 the schedule ends (or with --export), `<config name>.safetensors`, checked to decode bit-exactly
 after reloading.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -217,11 +217,7 @@ def _initial_weights(source: str, cfg: CodecTrainConfig) -> dict[str, torch.Tens
 
 def _data_fingerprint(images: list[torch.Tensor]) -> str:
     """Hash of the training pixels themselves (photos or packed crops alike), for --resume."""
-    h = hashlib.sha256()
-    for img in images:
-        h.update(str(tuple(img.shape)).encode())
-        h.update(img.contiguous().numpy().data)
-    return h.hexdigest()[:16]
+    return runtime.tensor_digest((tuple(img.shape), img) for img in images)
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:

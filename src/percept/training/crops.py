@@ -100,8 +100,9 @@ def pack_crops(
 
     The val crops equal what `center_crops(load_split("val"), val_size)` takes from the photos, so
     held-out figures stay comparable; each crop's position in its split is stored too, so a run's
-    `limit` picks the crops of the same first photos as it would from the photos. Photos smaller than a crop are left out. Returns the metadata
-    that is also stored in the file (key `meta`, JSON), with the file's size in MiB."""
+    `limit` picks the crops of the same first photos as it would from the photos. Photos smaller
+    than a crop are left out. Returns the metadata that is also stored in the file (key `meta`,
+    JSON), with the file's size in MiB."""
     if size < 8 or val_size < 8 or per_image < 1:
         raise PerceptError("pack: --size and --val-size must be >= 8 and --per-image >= 1")
     g = torch.Generator().manual_seed(seed)

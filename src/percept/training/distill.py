@@ -148,17 +148,6 @@ def _warm_start(
     }  # fmt: skip
 
 
-def _fingerprint(module: nn.Module) -> str:
-    """sha256 (16 hex digits) of a network's weights, whatever file or run they came from."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, value in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(value.detach().float().cpu().contiguous().numpy().data)
-    return h.hexdigest()[:16]
-
-
 def _base_of(teacher: str) -> dict:
     """Name and sha256 of the published teacher that a low-rank student is a patch on."""
     from percept.zoo import resolve
@@ -204,7 +193,10 @@ def train_distill(
     teacher = load_denoiser(cfg.teacher).to(dev)
     if cfg.lowrank_rank is not None:
         _base_of(cfg.teacher)  # fail now, not at export, if the teacher cannot be a base
-    teacher_weights = _fingerprint(teacher)
+    # the teacher's weights, whatever file or run they came from: a resume must find the same ones
+    teacher_weights = runtime.tensor_digest(
+        (name, value.float()) for name, value in sorted(teacher.state_dict().items())
+    )
     torch.manual_seed(cfg.seed)
     student = _student_from_teacher(teacher, cfg).to(dev)
     warm = None

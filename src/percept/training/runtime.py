@@ -7,6 +7,7 @@ so a run killed mid-write keeps its previous checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -111,7 +112,7 @@ def log_command(run_dir: Path, step: int) -> None:
 
 def write_inherited_card(run_dir: Path, source, card: dict[str, Any]) -> None:
     """Keep the card of the published weights a new run starts from (`--init-from`), so the card
-    this run publishes continues its history and commands (`percept.zoo.publish_run` merges it)."""
+    this run exports continues its history and commands (`lineage` merges it)."""
     kept = ("name", "steps", "train_seconds", "images_seen", "commands", "command", "history")
     inherited = {"source": str(source), **{k: card[k] for k in kept if k in card}}
     (Path(run_dir) / INHERITED_CARD).write_text(json.dumps(inherited, indent=2) + "\n")
@@ -123,7 +124,7 @@ def lineage(run_dir: Path, batch_size: int, step: int) -> dict[str, Any]:
     exported run carries its whole training, also when it was itself started from an export."""
     run_dir = Path(run_dir)
     log = read_log(run_dir)
-    commands = logged_commands(run_dir)
+    commands = [r["command"] for r in log if "command" in r]
     history = {"val": [r for r in log if "val_psnr" in r], "loss": [r for r in log if "loss" in r]}
     images_seen = step * batch_size
     inherited = run_dir / INHERITED_CARD
@@ -135,11 +136,22 @@ def lineage(run_dir: Path, batch_size: int, step: int) -> dict[str, Any]:
         commands = earlier + commands
         start = int(source.get("steps", 0))
         # an older card without images_seen: its steps counted at this run's batch size
-        images_seen = int(source.get("images_seen", start * batch_size)) + (step - start) * batch_size
+        images_seen = (
+            int(source.get("images_seen", start * batch_size)) + (step - start) * batch_size
+        )
     from percept.zoo import thin
 
     history["loss"] = thin(history["loss"])
     return {"commands": commands, "history": history, "images_seen": images_seen}
+
+
+def tensor_digest(items) -> str:
+    """sha256 (16 hex digits) of (label, tensor) pairs: labels and raw bytes, in the order given."""
+    h = hashlib.sha256()
+    for label, value in items:
+        h.update(str(label).encode())
+        h.update(value.detach().cpu().contiguous().numpy().data)
+    return h.hexdigest()[:16]
 
 
 def logged_commands(run_dir: Path) -> list[str]:
