@@ -169,3 +169,18 @@ def test_subprocess_bad_inputs_exit_2_with_one_line(encoded, tmp_path):
     proc = _run("encode", str(encoded), str(tmp_path / "y.prcp"), "--codec", "jpeg")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert not (tmp_path / "y.prcp").exists()
+
+
+def test_a_closed_pipe_ends_quietly(encoded):
+    """`percept info f | head -1`: the reader leaves early; no traceback, the shell's 141."""
+    env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "percept.cli", "info", str(encoded)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    proc.stdout.close()  # nobody reads: the first write fails with EPIPE
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and err == ""

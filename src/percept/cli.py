@@ -6,6 +6,7 @@ Every user-facing failure is a `PerceptError`: one line on stderr and exit statu
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from percept.errors import PerceptError
@@ -55,13 +56,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module = importlib.import_module(SUBCOMMANDS[name][0])
     try:
-        return int(module.main([name, *rest]) or 0)
+        code = int(module.main([name, *rest]) or 0)
+        sys.stdout.flush()  # a block-buffered pipe fails here, inside the handler below
+        return code
     except PerceptError as exc:
         print(f"percept {name}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"percept {name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`percept info f | head -1`): stop quietly, as Unix tools do; stdout
+        # is pointed at devnull so the interpreter's final flush does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
