@@ -124,7 +124,7 @@ def lineage(run_dir: Path, batch_size: int, step: int) -> dict[str, Any]:
     exported run carries its whole training, also when it was itself started from an export."""
     run_dir = Path(run_dir)
     log = read_log(run_dir)
-    commands = [r["command"] for r in log if "command" in r]
+    commands = [r["command"] for r in log if "command" in r]  # every command line, in order
     history = {"val": [r for r in log if "val_psnr" in r], "loss": [r for r in log if "loss" in r]}
     images_seen = step * batch_size
     inherited = run_dir / INHERITED_CARD
@@ -152,11 +152,6 @@ def tensor_digest(items) -> str:
         h.update(str(label).encode())
         h.update(value.detach().cpu().contiguous().numpy().data)
     return h.hexdigest()[:16]
-
-
-def logged_commands(run_dir: Path) -> list[str]:
-    """Every command line that trained this run, in order (for its model card)."""
-    return [r["command"] for r in read_log(run_dir) if "command" in r]
 
 
 def latest_val(run_dir: Path) -> dict[str, Any] | None:
