@@ -8,8 +8,10 @@ For each codec setting (name:quality,...):
      `--calib-images` 256x256 crops of imagenet-sample's held-out split (never Kodak), with
      `percept.calibrate.calibrate_sigma`; an entry already in the calibration table is used as it
      is unless `--recalibrate`; `--store` writes new values to the table.
-  2. On the 256x256 center crops of the first `--images` Kodak images: real bytes through the
-     codec, plain decode vs enhanced at that sigma (`percept.sweeps.sigma_sweep`, per-image seeds).
+  2. On the first `--images` Kodak images (`--crop`: their central 256x256 crops by default, or
+     `full` for the whole 768x512 images, with `--patches` SWD patches per image and level): real
+     bytes through the codec, plain decode vs enhanced at that sigma (`percept.sweeps.sigma_sweep`,
+     per-image seeds).
   3. The gate: realism (SWD x1e3 on Laplacian-pyramid patches, reference-normalised; lower is
      better) improves over the plain decode, and the set-level MSE ratio is within 2.0 +- 0.3.
      `swd_gain_in_std` says how large the gain is against the spread over patch seeds, and
@@ -46,7 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--settings", nargs="+", default=["jpeg:5,15,30", "percept-hyperprior:1,2,3,4"]
     )
-    parser.add_argument("--images", type=int, default=24, help="first N Kodak images (256 crops)")
+    parser.add_argument("--images", type=int, default=24, help="first N Kodak images")
+    parser.add_argument(
+        "--crop",
+        default="crop256",
+        help="Kodak crop: crop256 (central 256x256, the default) or full",
+    )
+    parser.add_argument(
+        "--patches", type=int, default=128, help="SWD patches per image and level (128: ProGAN's)"
+    )
     parser.add_argument("--calib-images", type=int, default=8)
     parser.add_argument("--calib-crop", type=int, default=256, help="side of the calibration crops")
     parser.add_argument(
@@ -63,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--record",
         action="store_true",
-        help="store the result in the prior's zoo card (key enhancer_gate_<preset>)",
+        help="store the result in the prior's zoo card (key enhancer_gate_<preset>; another --crop or "
+        "--patches appends _<crop>_p<patches>, so both protocols' records are kept)",
     )
     args = parser.parse_args(argv)
     if args.threads:
@@ -85,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     from percept.sweeps import sigma_sweep
 
     prior = load_prior(args.prior)
-    kodak = {im.name: im.image for im in load_dataset("kodak", crop="crop256", limit=args.images)}
+    crop = None if args.crop == "full" else args.crop
+    kodak = {im.name: im.image for im in load_dataset("kodak", crop=crop, limit=args.images)}
     calib = None
     rows = []
     for name, quality in parse_settings(args.settings):
@@ -118,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 })  # fmt: skip
         _, table = sigma_sweep(
             kodak, codec, prior, [sigma], preset=args.preset, seed=args.seed, progress=False,
-            bootstrap=args.bootstrap,
+            bootstrap=args.bootstrap, patches_per_image=args.patches,
         )  # fmt: skip
         dec, enh = table.iloc[0], table.iloc[1]
         row = {
@@ -159,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     result = {
         "benchmark": "enhancer_gate", "prior": args.prior, "preset": args.preset,
-        "images": list(kodak), "crop": "crop256", "seed": args.seed, "rows": rows,
+        "images": list(kodak), "crop": args.crop, "patches_per_image": args.patches,
+        "seed": args.seed, "rows": rows,
         "environment": environment(),
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.record:
         from percept.zoo import record_benchmark
 
-        record_benchmark(args.prior, f"enhancer_gate_{args.preset}", result)
+        key = f"enhancer_gate_{args.preset}"
+        if (args.crop, args.patches) != ("crop256", 128):  # another protocol: keep both records
+            key += f"_{args.crop}_p{args.patches}"
+        record_benchmark(args.prior, key, result)
     return 0
 
 

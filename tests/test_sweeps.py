@@ -28,6 +28,12 @@ def test_sigma_sweep_includes_the_plain_decode(setup):
     assert list(table["sigma"]) == [0.0, 0.05]
     assert table.loc[0, "mse_ratio"] == pytest.approx(1.0)
     assert len(per_image) == 4 and per_image["bpp"].gt(0).all()
+    # the SWD's patch count reaches every estimate: more patches, a lower floor
+    _, more = sigma_sweep(
+        images, codec, prior, [0.05], progress=False, swd_seeds=(0, 1), patches_per_image=512
+    )
+    assert more.loc[0, "swd_floor"] < table.loc[0, "swd_floor"]
+    assert more.loc[0, "swd"] != table.loc[0, "swd"]
 
 
 def test_preset_sweep_times_methods_and_says_why_one_cannot_run(setup):
