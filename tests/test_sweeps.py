@@ -7,7 +7,7 @@ import torch
 
 from percept.codecs import get_codec
 from percept.models import EDMDenoiser, UNet, UNetConfig
-from percept.sweeps import preset_sweep, sigma_sweep
+from percept.sweeps import level_breakdown, preset_sweep, sigma_sweep
 
 TINY = UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, groups=4)
 
@@ -34,6 +34,22 @@ def test_sigma_sweep_includes_the_plain_decode(setup):
     )
     assert more.loc[0, "swd_floor"] < table.loc[0, "swd_floor"]
     assert more.loc[0, "swd"] != table.loc[0, "swd"]
+
+
+def test_level_breakdown_splits_the_reported_swd_by_pyramid_level(setup):
+    images, codec, prior = setup
+    _, table = sigma_sweep(images, codec, prior, [0.3], progress=False, swd_seeds=(0, 1))
+    levels = level_breakdown(
+        images, codec, prior, 0.3, preset="medium", swd_seeds=(0, 1), progress=False
+    )
+    by = levels.groupby("output", sort=False)["swd"]
+    assert (
+        list(by.size().index) == ["floor", "decode", "enhanced"] and by.size().eq(3).all()
+    )  # 64 px
+    # the level means are the sweep's numbers, for the same images, seeds and per-image noise
+    assert by.mean()["decode"] == pytest.approx(table.loc[0, "swd"])
+    assert by.mean()["enhanced"] == pytest.approx(table.loc[1, "swd"])
+    assert by.mean()["floor"] == pytest.approx(table.loc[0, "swd_floor"])
 
 
 def test_preset_sweep_times_methods_and_says_why_one_cannot_run(setup):
