@@ -9,9 +9,9 @@ For each codec setting (name:quality,...):
      `percept.calibrate.calibrate_sigma`; an entry already in the calibration table is used as it
      is unless `--recalibrate`; `--store` writes new values to the table.
   2. On the first `--images` Kodak images (`--crop`: their central 256x256 crops by default, or
-     `full` for the whole 768x512 images, with `--patches` SWD patches per image and level): real
-     bytes through the codec, plain decode vs enhanced at that sigma (`percept.sweeps.sigma_sweep`,
-     per-image seeds).
+     `full` for the whole 768x512 or 512x768 images; `--patches` SWD patches per image and
+     level): real bytes through the codec, plain decode vs enhanced at that sigma
+     (`percept.sweeps.sigma_sweep`, per-image seeds).
   3. The gate: realism (SWD x1e3 on Laplacian-pyramid patches, reference-normalised; lower is
      better) improves over the plain decode, and the set-level MSE ratio is within 2.0 +- 0.3.
      `swd_gain_in_std` says how large the gain is against the spread over patch seeds, and
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -77,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         "--patches appends _<crop>_p<patches>, so both protocols' records are kept)",
     )
     args = parser.parse_args(argv)
+    if args.crop != "full" and not re.fullmatch(r"(center|crop)\d+", args.crop):
+        parser.error(f"--crop must be full, cropN or centerN (e.g. crop256), got {args.crop!r}")
+    if args.patches < 1:
+        parser.error("--patches must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
 
