@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -78,8 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         "--patches appends _<crop>_p<patches>, so both protocols' records are kept)",
     )
     args = parser.parse_args(argv)
-    if args.crop != "full" and not re.fullmatch(r"(center|crop)\d+", args.crop):
-        parser.error(f"--crop must be full, cropN or centerN (e.g. crop256), got {args.crop!r}")
+    from percept.datasets import parse_crop
+    from percept.errors import PerceptError
+
+    if args.crop != "full":
+        try:
+            parse_crop(args.crop)
+        except PerceptError:
+            parser.error(f"--crop must be full, cropN or centerN (e.g. crop256), got {args.crop!r}")
     if args.patches < 1:
         parser.error("--patches must be >= 1")
     if args.threads:
@@ -96,7 +101,6 @@ def main(argv: list[str] | None = None) -> int:
     from percept.codecs import get_codec
     from percept.datasets import load_dataset
     from percept.enhancer import load_prior
-    from percept.errors import PerceptError
     from percept.provenance import environment
     from percept.sweeps import sigma_sweep
 

@@ -159,16 +159,21 @@ def _files(name: str) -> list[Path] | None:
     )
 
 
-def apply_crop(image: torch.Tensor, crop: str | None) -> torch.Tensor:
-    """Apply a crop protocol (see the module docstring) to a [1,3,H,W] image."""
-    if crop is None:
-        return image
+def parse_crop(crop: str) -> tuple[str, int]:
+    """("center" or "crop", N) of a crop protocol name, or PerceptError for an unknown one."""
     match = re.fullmatch(r"(center|crop)(\d+)", crop)
     if match is None:
         raise PerceptError(
             f"unknown crop {crop!r}: use None, 'centerN' (scale + crop) or 'cropN' (crop only)"
         )
-    kind, n = match.group(1), int(match.group(2))
+    return match.group(1), int(match.group(2))
+
+
+def apply_crop(image: torch.Tensor, crop: str | None) -> torch.Tensor:
+    """Apply a crop protocol (see the module docstring) to a [1,3,H,W] image."""
+    if crop is None:
+        return image
+    kind, n = parse_crop(crop)
     h, w = image.shape[-2:]
     if kind == "center":
         # Scale so that the short edge is exactly n, then take the central n x n square.

@@ -35,6 +35,16 @@ def _decode_all(images: Mapping[str, torch.Tensor], codec):
     return names, originals, decoded, bpps
 
 
+def _enhance_all(decoded, denoiser, sigma: float, preset, seed: int, progress: bool = False):
+    """Each decode enhanced at sigma with its own seed (seed + index), so a result does not depend
+    on which other images are in the set."""
+    outputs = []
+    for i, x_hat in enumerate(tqdm(decoded, desc="enhance", disable=not progress)):
+        gen = torch.Generator().manual_seed(seed + i)
+        outputs.append(quantize(enhance(x_hat, denoiser, float(sigma), preset, generator=gen)))
+    return outputs
+
+
 def _image_row(name: str, x: torch.Tensor, y: torch.Tensor, bpp: float, **keys) -> dict:
     return {"image": name, **keys, "bpp": bpp, "psnr": float(psnr(x, y)), "mse": float(mse(x, y))}
 
@@ -68,14 +78,8 @@ def sigma_sweep(
     floor = swd(originals, originals, **opts)
     rows, summary = [], []
     for sigma in tqdm(list(sigmas), desc="sigma sweep", disable=not progress):
-        outputs = []
-        for i, x_hat in enumerate(decoded):
-            if sigma == 0:
-                y = x_hat
-            else:
-                gen = torch.Generator().manual_seed(seed + i)
-                y = quantize(enhance(x_hat, denoiser, float(sigma), preset, generator=gen))
-            outputs.append(y)
+        outputs = decoded if sigma == 0 else _enhance_all(decoded, denoiser, sigma, preset, seed)
+        for i, y in enumerate(outputs):
             rows.append(_image_row(names[i], originals[i], y, bpps[i], sigma=float(sigma)))
         realism = swd(originals, outputs, **opts)
         summary.append({"sigma": float(sigma), "swd": realism.mean, "swd_std": realism.std})
@@ -177,10 +181,7 @@ def level_breakdown(
     at `sigma` (`enhanced`; per-image seeds as in `sigma_sweep`). One row per (output, level); the
     mean over levels of a row set is the `swd` the sweeps report."""
     _, originals, decoded, _ = _decode_all(images, codec)
-    enhanced = []
-    for i, x_hat in enumerate(tqdm(decoded, desc="enhance", disable=not progress)):
-        gen = torch.Generator().manual_seed(seed + i)
-        enhanced.append(quantize(enhance(x_hat, denoiser, float(sigma), preset, generator=gen)))
+    enhanced = _enhance_all(decoded, denoiser, sigma, preset, seed, progress)
     rows = []
     for output, test in (("floor", originals), ("decode", decoded), ("enhanced", enhanced)):
         per_level = swd(originals, test, seeds=swd_seeds).per_level
