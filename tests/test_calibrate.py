@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -102,6 +104,30 @@ def test_an_entry_calibrated_on_other_weights_is_refused_as_stale(tmp_path):
     store_sigma("jpeg", 20, str(weights), "medium", 0.2, path=table)
     assert lookup_sigma("jpeg", 20, str(weights), "medium", path=table) == 0.2
     assert model_sha256("hf:some/model") is None
+
+
+def test_an_entry_for_a_learned_codec_is_refused_once_the_codec_is_republished(tmp_path):
+    from percept.calibrate import codec_sha256
+
+    current = codec_sha256("percept-hyperprior", 2)
+    assert current is not None and len(current) == 64
+    assert codec_sha256("jpeg", 2) is None  # Pillow codecs are fixed by name and quality
+    table = tmp_path / "calibration.json"
+    info = {"codec_sha256": current}
+    store_sigma("percept-hyperprior", 2, "p", "fast", 0.7, info, path=table)
+    assert lookup_sigma("percept-hyperprior", 2, "p", "fast", path=table) == 0.7
+    store_sigma("percept-hyperprior", 1, "p", "fast", 0.8, path=table)  # recorded by store_sigma
+    assert json.loads(table.read_text())["entries"]["percept-hyperprior/q1/p/fast"][
+        "codec_sha256"
+    ] == codec_sha256("percept-hyperprior", 1)
+    store_sigma("percept-hyperprior", 3, "p", "fast", 0.6, {"codec_sha256": "0" * 64}, path=table)
+    with pytest.raises(CalibrationMissing, match="other percept-hyperprior weights.*recalibrate"):
+        lookup_sigma("percept-hyperprior", 3, "p", "fast", path=table)
+    data = json.loads(table.read_text())  # an entry from before codec hashes were recorded
+    data["entries"]["percept-hyperprior/q4/p/fast"] = {"sigma": 0.5}
+    table.write_text(json.dumps(data))
+    with pytest.raises(CalibrationMissing, match="unrecorded codec weights"):
+        lookup_sigma("percept-hyperprior", 4, "p", "fast", path=table)
 
 
 def test_calibration_images_are_square_crops_of_large_enough_photos():

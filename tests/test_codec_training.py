@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 
@@ -61,6 +62,15 @@ def test_packaged_configs_use_compressai_mse_lambdas():
         assert (cfg.quality, cfg.lmbda, cfg.architecture) == (q, lmbda, "mean-scale-hyperprior")
         assert PROJECT_CODECS["percept-hyperprior"][q] == cfg.name and cfg.name in names
     assert "codec-tiny" in names
+    # the GPU recipe of the shipped codecs: same network and lambda as the rate it ships under,
+    # stage 2 starting from a stage-1 run of this recipe
+    gpu = [n for n in names if "-gpu" in n]
+    assert len(gpu) == 6
+    for name in gpu:
+        cfg, base = load_config(name), load_config(name.split("-gpu")[0])
+        assert (cfg.name, cfg.lmbda, cfg.N, cfg.M) == (base.name, base.lmbda, base.N, base.M)
+        if name.endswith("-gpu2"):
+            assert cfg.init_from in ("runs/gq1a", "runs/gq2a")
 
 
 def test_config_errors_say_what_is_wrong():
@@ -218,19 +228,24 @@ def test_init_from_starts_from_another_rates_weights(trained, tmp_path):
     run_dir, summary = trained
     codec_file = run_dir / "codec-test.safetensors"
     source, _ = load_trained_codec(codec_file)
-    for init in (run_dir, codec_file):  # a run directory or an exported codec file
-        out = tmp_path / init.name
+    carried = tmp_path / "carried-back"  # a run brought back from a GPU without its checkpoint
+    carried.mkdir()
+    for name in ("config.json", "log.jsonl", codec_file.name):
+        shutil.copy(run_dir / name, carried / name)
+    # a run directory, an exported codec file, or a run directory that kept only its export
+    for init in (run_dir, codec_file, carried):
+        out = tmp_path / ("out-" + init.name)
         cfg = tiny(lmbda=0.0035, quality=2, steps=1, lr=0.0, aux_lr=0.0, init_from=str(init))
         train_codec(cfg, out, threads=2, export=True)
         tuned, record = load_trained_codec(out / "codec-test.safetensors")
         assert record["init_from"] == str(init)
-        if init == run_dir:  # the card adds the steps of the run it started from
+        if init != codec_file:  # the card adds the steps of the run it started from
             from percept.codecs.project import publish_codec
 
             card = publish_codec(out, "tuned", folder=tmp_path / "zoo")["card"]
             assert card["steps_this_run"] == 1
             assert card["steps"] == 1 + summary["step"]
-            assert card["lineage"][0]["run"] == str(run_dir)
+            assert card["lineage"][0]["run"] == str(init)
         # lr 0: the weights are exactly those it started from
         for key, value in source.state_dict().items():
             if not key.endswith(("_quantized_cdf", "_offset", "_cdf_length")):
@@ -239,6 +254,9 @@ def test_init_from_starts_from_another_rates_weights(trained, tmp_path):
         train_codec(tiny(N=8, M=12, init_from=str(codec_file)), tmp_path / "other", threads=2)
     with pytest.raises(PerceptError, match="no such run directory"):
         train_codec(tiny(init_from=str(tmp_path / "missing")), tmp_path / "none", threads=2)
+    (carried / codec_file.name).unlink()
+    with pytest.raises(PerceptError, match="neither checkpoint.pt nor an exported codec"):
+        train_codec(tiny(init_from=str(carried)), tmp_path / "none2", threads=2)
 
 
 def test_publish_codec_ships_a_float16_verified_file(trained, tmp_path):

@@ -286,3 +286,33 @@ def test_packed_crops_train_without_the_photos(tmp_path, monkeypatch):
         tiny_config(steps=2, crop=32, val_crop=32), tmp_path / "run", progress=False, export=False
     )
     assert summary["step"] == 2 and summary["val_psnr"] is not None
+
+
+def test_pack_photos_keeps_names_and_split_and_never_upscales(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from percept.data import imagenet_sample_paths
+    from percept.training.crops import pack_photos
+
+    originals, data_dir = imagenet_sample_paths("all")[:12], os.environ["PERCEPT_DATA"]
+    meta = pack_photos(tmp_path / "small", short_side=96, quality=90, limit=12)
+    assert meta["photos"] == 12 and meta["mib"] > 0
+    assert json.loads((tmp_path / "small" / "pack.json").read_text())["short_side"] == 96
+    monkeypatch.setenv("PERCEPT_DATA", str(tmp_path / "small"))
+    copies = imagenet_sample_paths("all")
+    assert [p.name for p in copies] == [p.name for p in originals]
+    assert [p.name for p in imagenet_sample_paths("val")] == [originals[0].name, originals[10].name]
+    for src, dst in zip(originals, copies):
+        with Image.open(src) as a, Image.open(dst) as b:
+            assert min(b.size) == min(96, min(a.size))
+            assert abs(b.size[0] / b.size[1] - a.size[0] / a.size[1]) < 0.02  # aspect kept
+    monkeypatch.setenv("PERCEPT_DATA", data_dir)
+    assert train_main(["train", "pack-photos", "--out", str(tmp_path / "big"), "--short-side",
+                       "4000", "--limit", "2", "--max-mib", "60"]) == 0  # fmt: skip
+    with Image.open(tmp_path / "big" / "imagenet-sample" / copies[0].name) as big:
+        assert big.size == Image.open(originals[0]).size  # a photo smaller than asked stays as is
+    with pytest.raises(PerceptError, match="max-mib"):
+        train_main(["train", "pack-photos", "--out", str(tmp_path / "b"), "--limit", "2",
+                    "--max-mib", "0.0001"])  # fmt: skip
+    with pytest.raises(PerceptError, match="short-side"):
+        pack_photos(tmp_path / "c", short_side=8)

@@ -8,8 +8,9 @@ a deterministic, nearly monotone function of sigma.
 
 Calibrated values are data: `src/percept/weights/calibration.json` maps
 "codec/q<quality>/<prior>/<preset>" to the sigma and how it was obtained, including the sha256 of
-the model's weights: an entry measured on other weights than those now published under the name
-is refused as stale (recalibrate), never applied silently. `store_sigma` writes an
+the model's weights and, for the project's learned codecs, of the codec's weights: an entry measured
+on other weights than those now published under either name is refused as stale (recalibrate),
+never applied silently. `store_sigma` writes an
 entry, `lookup_sigma` reads one (and says which command to run when there is none); the enhancer's
 `sigma="auto"` uses it. Never calibrate on Kodak (evaluation only): `main` uses imagenet-sample val.
 """
@@ -62,6 +63,10 @@ def store_sigma(
     path = Path(path) if path is not None else table_path()
     table = _read(path)
     entry = {"sigma": float(sigma), **(info or {})}
+    if "codec_sha256" not in entry and codec_sha256(codec, quality):
+        entry["codec_sha256"] = codec_sha256(
+            codec, quality
+        )  # which codec weights it was measured on
     table["entries"][calibration_key(codec, quality, prior, preset)] = entry
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -78,6 +83,21 @@ def model_sha256(prior: str) -> str | None:
 
     try:
         return recorded_sha256(prior)
+    except (OSError, ValueError):
+        return None
+
+
+def codec_sha256(codec: str, quality: int | None) -> str | None:
+    """The recorded sha256 of a project codec's weights at `quality` (None for Pillow/external
+    codecs, whose behaviour is fixed by their name and quality)."""
+    from percept.codecs.project import PROJECT_CODECS
+    from percept.zoo import recorded_sha256
+
+    name = PROJECT_CODECS.get(codec, {}).get(quality) if quality is not None else None
+    if name is None:
+        return None
+    try:
+        return recorded_sha256(name)
     except (OSError, ValueError):
         return None
 
@@ -104,6 +124,15 @@ def lookup_sigma(
             f"the calibrated sigma for {key} was measured on other weights (sha256 "
             f"{recorded[:12]}..., now {current[:12]}...): recalibrate with {command} or pass "
             "--sigma VALUE"
+        )
+    recorded, current = entry.get("codec_sha256"), codec_sha256(codec, quality)
+    if current and recorded != current:
+        measured = (
+            f"codec weights sha256 {recorded[:12]}..." if recorded else "unrecorded codec weights"
+        )
+        raise CalibrationMissing(
+            f"the calibrated sigma for {key} was measured on other {codec} weights ({measured}, "
+            f"now {current[:12]}...): recalibrate with {command} or pass --sigma VALUE"
         )
     return float(entry["sigma"])
 
@@ -267,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "model_sha256": model_sha256(args.prior),
     }
+
     store_sigma(args.codec, args.quality, args.prior, args.preset, sigma, info)
     print(
         f"{calibration_key(args.codec, args.quality, args.prior, args.preset)}: sigma {sigma:.4f} (ratio {ratio:.3f})"

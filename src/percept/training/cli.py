@@ -1,4 +1,5 @@
-"""`percept train KIND ...`: KIND is prior, distill, codec or pack (each module owns its options)."""
+"""`percept train KIND ...`: KIND is prior, distill, codec, pack or pack-photos (each module owns its
+options)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ KINDS = {
     "distill": "percept.training.distill",
     "codec": "percept.training.codec",
     "pack": "percept.training.crops",
+    "pack-photos": "percept.training.crops:photos_main",
 }
 
 
@@ -74,7 +76,7 @@ def _prior_main(argv: list[str]) -> int:
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[1] in ("-h", "--help") or argv[1] not in KINDS:
         print(
-            "usage: percept train {prior,distill,codec,pack} [OPTIONS]  (percept train KIND --help)"
+            "usage: percept train {prior,distill,codec,pack,pack-photos} [OPTIONS]  (percept train KIND --help)"
         )
         if len(argv) >= 2 and argv[1] not in ("-h", "--help"):
             raise PerceptError(f"unknown kind {argv[1]!r}: choose from {', '.join(KINDS)}")
@@ -82,4 +84,5 @@ def main(argv: list[str]) -> int:
     kind = argv[1]
     if kind == "prior":
         return _prior_main(argv[2:])
-    return int(importlib.import_module(KINDS[kind]).main(argv) or 0)
+    module, _, func = KINDS[kind].partition(":")
+    return int(getattr(importlib.import_module(module), func or "main")(argv) or 0)

@@ -192,9 +192,19 @@ def _initial_weights(source: str, cfg: CodecTrainConfig) -> dict[str, torch.Tens
     """Weights to fine-tune from: a run directory (its checkpoint) or an exported codec file. The
     usual way to get several rates cheaply: train one rate, then fine-tune the others from it."""
     path = Path(source)
+    if path.is_dir() and not (path / "checkpoint.pt").exists():
+        # a run carried back without its checkpoint (optimizer state is large): its export
+        name = (
+            json.loads((path / "config.json").read_text())["name"]
+            if (path / "config.json").is_file()
+            else None
+        )
+        if name is None or not (path / f"{name}.safetensors").is_file():
+            raise PerceptError(
+                f"init_from {source}: that run directory has neither checkpoint.pt nor an exported codec"
+            )
+        path = path / f"{name}.safetensors"
     if path.is_dir():
-        if not (path / "checkpoint.pt").exists():
-            raise PerceptError(f"init_from {source}: no checkpoint.pt in that run directory")
         state = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
         arch, n, m, weights = (
             state["config"]["architecture"],
