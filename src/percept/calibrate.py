@@ -63,10 +63,9 @@ def store_sigma(
     path = Path(path) if path is not None else table_path()
     table = _read(path)
     entry = {"sigma": float(sigma), **(info or {})}
-    if "codec_sha256" not in entry and codec_sha256(codec, quality):
-        entry["codec_sha256"] = codec_sha256(
-            codec, quality
-        )  # which codec weights it was measured on
+    codec_hash = codec_sha256(codec, quality)  # which codec weights it was measured on
+    if codec_hash:
+        entry.setdefault("codec_sha256", codec_hash)
     table["entries"][calibration_key(codec, quality, prior, preset)] = entry
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -93,7 +92,7 @@ def codec_sha256(codec: str, quality: int | None) -> str | None:
     from percept.codecs.project import PROJECT_CODECS
     from percept.zoo import recorded_sha256
 
-    name = PROJECT_CODECS.get(codec, {}).get(quality) if quality is not None else None
+    name = PROJECT_CODECS.get(codec, {}).get(quality)
     if name is None:
         return None
     try:
@@ -296,7 +295,6 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "model_sha256": model_sha256(args.prior),
     }
-
     store_sigma(args.codec, args.quality, args.prior, args.preset, sigma, info)
     print(
         f"{calibration_key(args.codec, args.quality, args.prior, args.preset)}: sigma {sigma:.4f} (ratio {ratio:.3f})"

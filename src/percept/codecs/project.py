@@ -180,6 +180,15 @@ def _run_log(run_dir: Path) -> tuple[list[dict], float]:
     return rows, seconds
 
 
+def exported_codec_path(run_dir: str | os.PathLike) -> Path | None:
+    """Where a `percept train codec` run exports its codec file (named after its config), or None
+    when the directory has no run config."""
+    config = Path(run_dir) / "config.json"
+    if not config.is_file():
+        return None
+    return Path(run_dir) / f"{json.loads(config.read_text())['name']}.safetensors"
+
+
 def publish_codec(
     run_dir: str | os.PathLike,
     name: str | None = None,
@@ -199,7 +208,7 @@ def publish_codec(
 
     run_dir = Path(run_dir)
     run_config = json.loads((run_dir / "config.json").read_text())
-    source = run_dir / f"{run_config['name']}.safetensors"
+    source = exported_codec_path(run_dir)
     if not source.is_file():
         raise WeightsUnavailable(
             f"{source} not found: finish the run (or stop it with --export) before publishing"

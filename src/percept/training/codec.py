@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from percept.codecs.project import (
     build_model,
+    exported_codec_path,
     load_trained_codec,
     roundtrip_is_exact,
     save_trained_codec,
@@ -194,16 +195,12 @@ def _initial_weights(source: str, cfg: CodecTrainConfig) -> dict[str, torch.Tens
     path = Path(source)
     if path.is_dir() and not (path / "checkpoint.pt").exists():
         # a run carried back without its checkpoint (optimizer state is large): its export
-        name = (
-            json.loads((path / "config.json").read_text())["name"]
-            if (path / "config.json").is_file()
-            else None
-        )
-        if name is None or not (path / f"{name}.safetensors").is_file():
+        exported = exported_codec_path(path)
+        if exported is None or not exported.is_file():
             raise PerceptError(
                 f"init_from {source}: that run directory has neither checkpoint.pt nor an exported codec"
             )
-        path = path / f"{name}.safetensors"
+        path = exported
     if path.is_dir():
         state = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
         arch, n, m, weights = (
