@@ -18,6 +18,10 @@ For each codec setting (name:quality,...):
      `--bootstrap N` adds a 90% paired bootstrap interval over the images (`swd_gain_low/high`):
      a pass whose interval holds zero is reported as "pass (within noise)".
 A codec whose weights are missing is reported as skipped, with the reason.
+
+`--sigma-mode signalled` replaces step 1 by the encoder-side rule (`percept.signalling`): each
+image's sigma is calibrated on that image to the MSE-doubling target and written into its file
+(the header entry counts in bpp), and the decoder uses it (`percept.sweeps.signalled_sweep`).
 """
 
 from __future__ import annotations
@@ -41,6 +45,47 @@ def parse_settings(items: list[str]) -> list[tuple[str, int]]:
     return out
 
 
+def table_sigma_row(args, name, quality, codec, prior, kodak, state: dict):
+    """(sigma, its source, the calibration-set ratio or None, the sweep's summary) for the table
+    mode: the calibration table's sigma, or one calibrated now on imagenet-sample val crops."""
+    from percept.calibrate import (
+        CalibrationMissing,
+        calibrate_sigma,
+        calibration_images,
+        lookup_sigma,
+        model_sha256,
+        store_sigma,
+    )
+    from percept.sweeps import sigma_sweep
+
+    source = "table"
+    try:
+        if args.recalibrate:
+            raise CalibrationMissing("recalibrate")
+        sigma = lookup_sigma(name, quality, args.prior, args.preset)
+        calib_ratio = None
+    except CalibrationMissing:
+        if "calib" not in state:
+            state["calib"] = calibration_images(args.calib_images, args.calib_crop)
+        calib = state["calib"]
+        sigma, history = calibrate_sigma(
+            codec, prior, calib, args.preset, seed=args.seed, tol=args.tol, return_history=True
+        )
+        calib_ratio = min(history, key=lambda h: abs(h[1] - 2.0))[1]
+        source = f"calibrated on {len(calib)} imagenet-sample val {args.calib_crop}px crops"
+        if args.store:
+            store_sigma(name, quality, args.prior, args.preset, sigma, {
+                "mse_ratio_target": 2.0, "mse_ratio": calib_ratio, "images": len(calib),
+                "set": f"imagenet-sample val, top-left {args.calib_crop}x{args.calib_crop}",
+                "seed": args.seed, "tol": args.tol, "model_sha256": model_sha256(args.prior),
+            })  # fmt: skip
+    _, table = sigma_sweep(
+        kodak, codec, prior, [sigma], preset=args.preset, seed=args.seed, progress=False,
+        bootstrap=args.bootstrap, patches_per_image=args.patches,
+    )  # fmt: skip
+    return sigma, source, calib_ratio, table
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--prior", default="percept-prior-s", help="zoo name or weights path")
@@ -56,6 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--patches", type=int, default=128, help="SWD patches per image and level (128: ProGAN's)"
+    )
+    parser.add_argument(
+        "--sigma-mode",
+        choices=("table", "signalled"),
+        default="table",
+        help="table: one calibrated sigma per setting; signalled: each image's own sigma, "
+        "calibrated by the encoder and written into its file",
     )
     parser.add_argument("--calib-images", type=int, default=8)
     parser.add_argument("--calib-crop", type=int, default=256, help="side of the calibration crops")
@@ -90,24 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from percept.calibrate import (
-        CalibrationMissing,
-        calibrate_sigma,
-        calibration_images,
-        lookup_sigma,
-        model_sha256,
-        store_sigma,
-    )
     from percept.codecs import get_codec
     from percept.datasets import load_dataset
     from percept.enhancer import load_prior
     from percept.provenance import environment
-    from percept.sweeps import sigma_sweep
+    from percept.sweeps import signalled_sweep
 
     prior = load_prior(args.prior)
     crop = None if args.crop == "full" else args.crop
     kodak = {im.name: im.image for im in load_dataset("kodak", crop=crop, limit=args.images)}
-    calib = None
+    state: dict = {}
     rows = []
     for name, quality in parse_settings(args.settings):
         t0 = time.perf_counter()
@@ -117,30 +161,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name} q{quality}: skipped ({exc})", file=sys.stderr)
             rows.append({"codec": name, "quality": quality, "skipped": str(exc)})
             continue
-        source = "table"
-        try:
-            if args.recalibrate:
-                raise CalibrationMissing("recalibrate")
-            sigma = lookup_sigma(name, quality, args.prior, args.preset)
+        if args.sigma_mode == "signalled":
+            per_image, table = signalled_sweep(
+                kodak, codec, prior, args.prior, preset=args.preset, seed=args.seed,
+                bootstrap=args.bootstrap, patches_per_image=args.patches, progress=False,
+            )  # fmt: skip
+            sigma = float(table.iloc[1]["sigma"])
+            source = "signalled per image (median over images)"
             calib_ratio = None
-        except CalibrationMissing:
-            if calib is None:
-                calib = calibration_images(args.calib_images, args.calib_crop)
-            sigma, history = calibrate_sigma(
-                codec, prior, calib, args.preset, seed=args.seed, tol=args.tol, return_history=True
+            sigmas = [float(v) for v in per_image.loc[per_image["mode"] == "signalled", "sigma"]]
+        else:
+            sigma, source, calib_ratio, table = table_sigma_row(
+                args, name, quality, codec, prior, kodak, state
             )
-            calib_ratio = min(history, key=lambda h: abs(h[1] - 2.0))[1]
-            source = f"calibrated on {len(calib)} imagenet-sample val {args.calib_crop}px crops"
-            if args.store:
-                store_sigma(name, quality, args.prior, args.preset, sigma, {
-                    "mse_ratio_target": 2.0, "mse_ratio": calib_ratio, "images": len(calib),
-                    "set": f"imagenet-sample val, top-left {args.calib_crop}x{args.calib_crop}",
-                    "seed": args.seed, "tol": args.tol, "model_sha256": model_sha256(args.prior),
-                })  # fmt: skip
-        _, table = sigma_sweep(
-            kodak, codec, prior, [sigma], preset=args.preset, seed=args.seed, progress=False,
-            bootstrap=args.bootstrap, patches_per_image=args.patches,
-        )  # fmt: skip
+            sigmas = None
         dec, enh = table.iloc[0], table.iloc[1]
         row = {
             "codec": name, "quality": quality, "sigma": sigma, "sigma_source": source,
@@ -150,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
             "swd_enhanced": float(enh["swd"]), "swd_std": float(max(dec["swd_std"], enh["swd_std"])),
             "swd_floor": float(dec["swd_floor"]), "seconds": round(time.perf_counter() - t0, 1),
         }  # fmt: skip
+        if sigmas is not None:
+            row["sigmas"] = sigmas
+            row["bpp_signalled"] = float(enh["bpp"])
         row["swd_gain_in_std"] = (row["swd_decode"] - row["swd_enhanced"]) / max(
             row["swd_std"], 1e-9
         )
@@ -181,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "enhancer_gate", "prior": args.prior, "preset": args.preset,
         "images": list(kodak), "crop": args.crop, "patches_per_image": args.patches,
-        "seed": args.seed, "rows": rows,
+        "seed": args.seed, "sigma_mode": args.sigma_mode, "rows": rows,
         "environment": environment(),
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -191,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         from percept.zoo import record_benchmark
 
         key = f"enhancer_gate_{args.preset}"
+        if args.sigma_mode != "table":
+            key += f"_{args.sigma_mode}"
         if (args.crop, args.patches) != ("crop256", 128):  # another protocol: keep both records
             key += f"_{args.crop}_p{args.patches}"
         record_benchmark(args.prior, key, result)

@@ -238,6 +238,45 @@ def calibrate_sigma(
     return (sigma, history) if return_history else sigma
 
 
+def round_sigma(sigma: float, digits: int = 4) -> float:
+    """sigma to `digits` significant digits: the value a file header stores and a decoder uses."""
+    return float(f"{sigma:.{digits}g}")
+
+
+def sigma_for_image(
+    run: Callable[[float], Tensor],
+    x: Tensor,
+    x_hat: Tensor,
+    mse_ratio: float = 2.0,
+    *,
+    tol: float = 0.02,
+    hi: float = 0.5,
+    max_iter: int = 20,
+) -> tuple[float, float]:
+    """Per-image calibration: the sigma where this image's enhanced MSE is `mse_ratio` times its
+    decoded MSE. Only an encoder can do this (it has the original x); `percept.signalling` writes
+    the result into the file so the decoder applies the paper's rule (eq. 14) exactly per image
+    instead of a table value calibrated on other images.
+
+    run(sigma) returns the enhanced image exactly as the decoder will compute it (same noise seed,
+    padding and steps). Trials use sigma rounded to 4 significant digits (`round_sigma`), the value
+    a header stores, so the returned (sigma, ratio) is what the decoder reproduces. Errors are
+    measured on the 8-bit grid the decoder writes.
+    """
+    from percept.images import quantize
+
+    base = _sse(x_hat, x)
+    if base == 0:
+        raise PerceptError("the decode is lossless (MSE 0): there is no sigma to calibrate")
+
+    def ratio_at(sigma: float) -> float:
+        return _sse(quantize(run(round_sigma(sigma))), x) / base
+
+    sigma, history = bisect_log_sigma(ratio_at, mse_ratio, hi=hi, tol=tol, max_iter=max_iter)
+    ratio = next(r for s, r in history if s == sigma)
+    return round_sigma(sigma), ratio
+
+
 def calibration_images(n: int, size: int = 256) -> list[Tensor]:
     """The calibration set: the top-left size x size crops of the first n imagenet-sample val images
     with both sides >= size (never Kodak, which is for evaluation only)."""

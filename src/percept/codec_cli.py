@@ -83,7 +83,29 @@ def encode(argv: list[str]) -> int:
     p.add_argument("--quality", type=int, default=None, help="quality knob (range per codec)")
     p.add_argument("--weights", default=None, help="local weights file for a learned codec")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="codec option")
+    p.add_argument(
+        "--signal-sigma",
+        metavar="PRESET",
+        default=None,
+        help="calibrate the enhancer's sigma on this image for PRESET (with --prior) and write it "
+        "into the file, so `percept decode --enhance PRESET --sigma auto` doubles this image's MSE",
+    )
+    p.add_argument("--prior", default=None, help="prior name or weights path (with --signal-sigma)")
+    p.add_argument("--seed", type=int, default=0, help="the decoder's noise seed (--signal-sigma)")
+    p.add_argument("--steps", type=int, default=None, help="solver steps (--signal-sigma)")
+    p.add_argument(
+        "--target-ratio",
+        type=float,
+        default=2.0,
+        help="enhanced MSE over decoded MSE to aim at (--signal-sigma; the paper's rule: 2)",
+    )
     args = p.parse_args(argv)
+    if args.signal_sigma is not None and not args.prior:
+        p.error("--signal-sigma needs --prior NAME_OR_PATH")
+    if args.signal_sigma is None and (args.prior or args.steps is not None):
+        p.error("--prior and --steps go with --signal-sigma")
+    if args.target_ratio <= 1.0:
+        p.error("--target-ratio must be above 1 (the enhancer adds distortion)")
 
     from percept.codecs import get_codec
     from percept.container import encode_image, unpack
@@ -98,11 +120,25 @@ def encode(argv: list[str]) -> int:
     for note in notes:
         print(f"percept encode: note: {args.input}: {note}", file=sys.stderr)
     data = encode_image(x, codec)
+    signalled = ""
+    if args.signal_sigma is not None:
+        from percept.presets import get_preset
+        from percept.signalling import signal_sigma
+
+        get_preset(args.signal_sigma)
+        data, entry = signal_sigma(
+            data, x, args.prior, args.signal_sigma, seed=args.seed, steps=args.steps,
+            target=args.target_ratio, codec_options=options,
+        )  # fmt: skip
+        signalled = (
+            f"; signalled sigma {entry['sigma']:g} for {entry['preset']} "
+            f"(MSE ratio {entry['mse_ratio']:.3f} on this image)"
+        )
     atomic_write_bytes(args.output, data)
     record = unpack(data)
     print(
         f"{record.codec} quality {codec.quality}: {record.width}x{record.height}, {len(data)} bytes "
-        f"(header {record.header_bytes}), {record.bpp:.4f} bpp -> {args.output}"
+        f"(header {record.header_bytes}), {record.bpp:.4f} bpp{signalled} -> {args.output}"
     )
     return 0
 
@@ -119,7 +155,12 @@ def decode(argv: list[str]) -> int:
     p.add_argument("--enhance", choices=tuple(PRESETS), default=None)
     p.add_argument("--prior", default=None, help="prior name or weights path (with --enhance)")
     p.add_argument("--sigma", default="auto", help="noise level: auto or a value (with --enhance)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="noise seed (default: the one a signalled sigma was calibrated with, else 0)",
+    )
     p.add_argument("--steps", type=int, default=None)
     p.add_argument(
         "--precision",

@@ -190,45 +190,107 @@ def load_prior(name_or_path: str):
     return load_denoiser(name_or_path)
 
 
-def enhance_decoded(x_hat: Tensor, record, args) -> Tensor:
-    """The CLI's `percept decode ... --enhance PRESET --prior P --sigma auto|VALUE --seed N [--steps N]`."""
+def load_enhancer_prior(name_or_path: str):
+    """`load_prior`, wrapped for whole images: a fixed-size model is tiled with 1/8 overlap."""
+    from percept.tiling import TiledDenoiser
+
+    denoiser = load_prior(name_or_path)
+    size = getattr(denoiser, "sample_size", None)
+    return TiledDenoiser(denoiser, int(size), int(size) // 8) if size else denoiser
+
+
+def enhance_image(
+    x_hat: Tensor,
+    denoiser,
+    sigma: float | str,
+    preset: str | Preset,
+    *,
+    seed: int = 0,
+    steps: int | None = None,
+    operator=None,
+    codec=None,
+    quality: int | None = None,
+    prior_name: str | None = None,
+    progress: bool = False,
+    precision: str = "fp32",
+) -> Tensor:
+    """One decoded image [1,C,H,W] enhanced as `percept decode --enhance` does it: padded to a size
+    the prior's down/up-sampling round-trips (unless it is tiled), noise from
+    `torch.Generator().manual_seed(seed)`, cropped back. The encoder's per-image calibration
+    (`percept.signalling`) calls exactly this, so the decoder reproduces the encoder's result."""
     from percept.tiling import TiledDenoiser, pad_to_multiple
+
+    h, w = x_hat.shape[-2:]
+    tiled = isinstance(denoiser, TiledDenoiser)
+    x_in = x_hat if tiled else pad_to_multiple(x_hat, PAD_MULTIPLE)[0]
+    y = enhance(
+        x_in,
+        denoiser,
+        sigma,
+        preset,
+        steps=steps,
+        operator=operator,
+        codec=codec,
+        quality=quality,
+        prior_name=prior_name,
+        generator=torch.Generator().manual_seed(int(seed)),
+        progress=progress,
+        precision=precision,
+    )
+    return y[..., :h, :w]
+
+
+def enhance_decoded(x_hat: Tensor, record, args) -> Tensor:
+    """The CLI's `percept decode ... --enhance PRESET --prior P --sigma auto|VALUE [--seed N] [--steps N]`.
+
+    With `--sigma auto` a sigma the encoder signalled in the file for this preset, prior and
+    steps (`percept encode --signal-sigma`) is used with the encoder's seed (unless --seed is
+    given); otherwise the calibration table's. Which one was used is said on stderr.
+    """
+    import sys
+
+    from percept.signalling import signalled_entry
 
     if not getattr(args, "prior", None):
         raise PerceptError(
             "--enhance needs --prior NAME_OR_PATH (a zoo name, weights file or diffusers folder)"
         )
-    preset = get_preset(args.enhance)
-    denoiser = load_prior(args.prior)
-    size = getattr(denoiser, "sample_size", None)
-    if size:  # a fixed-size model: tile with 1/8 overlap
-        denoiser = TiledDenoiser(denoiser, int(size), int(size) // 8)
+    preset = get_preset(args.enhance).with_steps(args.steps)
+    denoiser = load_enhancer_prior(args.prior)
     operator = None
     if preset.needs_differentiable_codec:
         from percept.codecs import get_codec
 
         options = {"weights": args.weights} if getattr(args, "weights", None) else {}
         operator = operator_for_codec(get_codec(record.codec, record.quality, **options))
-    sigma = args.sigma
-    if sigma != "auto":
+    sigma, seed = args.sigma, getattr(args, "seed", None)
+    if sigma == "auto":
+        entry, why_not = signalled_entry(record, preset.name, args.prior, args.steps)
+        if entry is not None:
+            sigma = entry["sigma"]
+            seed = entry["seed"] if seed is None else seed
+            print(
+                f"percept decode: sigma {sigma:g} signalled in the file (calibrated on this image "
+                f"for {preset.name} with {args.prior}, seed {entry['seed']})",
+                file=sys.stderr,
+            )
+        elif why_not:
+            print(f"percept decode: note: {why_not}; using the calibration table", file=sys.stderr)
+    else:
         try:
             sigma = float(sigma)
         except ValueError:
             raise PerceptError(f"--sigma must be 'auto' or a number, got {sigma!r}") from None
-    h, w = x_hat.shape[-2:]
-    x_in = x_hat if size else pad_to_multiple(x_hat, PAD_MULTIPLE)[0]
-    y = enhance(
-        x_in,
+    return enhance_image(
+        x_hat,
         denoiser,
         sigma,
         preset,
-        steps=args.steps,
+        seed=0 if seed is None else seed,
         operator=operator,
         codec=record.codec,
         quality=record.quality,
         prior_name=args.prior,
-        generator=torch.Generator().manual_seed(int(args.seed)),
         progress=True,
         precision=getattr(args, "precision", "fp32"),
     )
-    return y[..., :h, :w]

@@ -81,19 +81,86 @@ def sigma_sweep(
         outputs = decoded if sigma == 0 else _enhance_all(decoded, denoiser, sigma, preset, seed)
         for i, y in enumerate(outputs):
             rows.append(_image_row(names[i], originals[i], y, bpps[i], sigma=float(sigma)))
-        realism = swd(originals, outputs, **opts)
-        summary.append({"sigma": float(sigma), "swd": realism.mean, "swd_std": realism.std})
-        if bootstrap and sigma > 0:
-            gain = swd_gain(originals, decoded, outputs, resamples=bootstrap, seed=seed, **opts)
-            summary[-1].update(swd_gain_low=gain.low, swd_gain_high=gain.high)
+        summary.append({"sigma": float(sigma)})
+        summary[-1].update(
+            _realism(originals, decoded, outputs, sigma > 0 and bootstrap, seed, opts)
+        )
+    return _tables(rows, summary, "sigma", 0.0, floor)
+
+
+def _realism(originals, decoded, outputs, bootstrap: int, seed: int, opts: dict) -> dict:
+    """SWD of a set of outputs (with its spread) and, with `bootstrap` > 0, the 90% interval of the
+    realism gained over the plain decode."""
+    realism = swd(originals, outputs, **opts)
+    out = {"swd": realism.mean, "swd_std": realism.std}
+    if bootstrap:
+        gain = swd_gain(originals, decoded, outputs, resamples=bootstrap, seed=seed, **opts)
+        out.update(swd_gain_low=gain.low, swd_gain_high=gain.high)
+    return out
+
+
+def _tables(rows: list[dict], summary: list[dict], key: str, decode_key, floor):
+    """(per-image rows, per-setting summary with mean bpp/PSNR/MSE, MSE ratio to the decode and the
+    realism floor)."""
     per_image = pd.DataFrame(rows)
-    table = per_image.groupby("sigma").agg(
+    table = per_image.groupby(key, sort=False).agg(
         bpp=("bpp", "mean"), psnr=("psnr", "mean"), mse=("mse", "mean")
     )
-    table = table.reset_index().merge(pd.DataFrame(summary), on="sigma")
-    decode_mse = per_image.loc[per_image["sigma"] == 0.0, "mse"].mean()
+    table = table.reset_index().merge(pd.DataFrame(summary), on=key)
+    decode_mse = per_image.loc[per_image[key] == decode_key, "mse"].mean()
     table["mse_ratio"] = table["mse"] / decode_mse
     table["swd_floor"] = floor.mean
+    return per_image, table
+
+
+def signalled_sweep(
+    images: Mapping[str, torch.Tensor],
+    codec,
+    denoiser,
+    prior: str,
+    *,
+    preset: str = "fast",
+    target: float = 2.0,
+    seed: int = 0,
+    swd_seeds: Sequence[int] = (0, 1, 2, 3),
+    bootstrap: int = 0,
+    patches_per_image: int = 128,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The enhancer at each image's own sigma, signalled by the encoder (`percept.signalling`):
+    every image is encoded, its sigma calibrated to `target` on it and written into the file, and
+    the file decoded and enhanced as `percept decode --sigma auto` does (image i with seed + i).
+
+    Returns (per-image rows with each image's `sigma`, a two-row summary like `sigma_sweep`'s with
+    `mode` "decode" and "signalled"; the signalled row's bpp counts the header entry, its `sigma`
+    is the median over images)."""
+    from percept.container import encode_image
+    from percept.enhancer import enhance_image
+    from percept.signalling import signal_sigma, signalled_entry
+
+    names, originals, decoded, bpps = _decode_all(images, codec)
+    opts = {"seeds": swd_seeds, "patches_per_image": patches_per_image}
+    floor = swd(originals, originals, **opts)
+    rows = [
+        _image_row(n, x, d, b, mode="decode", sigma=0.0)
+        for n, x, d, b in zip(names, originals, decoded, bpps)
+    ]
+    outputs, sigmas = [], []
+    for i, x in enumerate(tqdm(originals, desc="signal + enhance", disable=not progress)):
+        data, _ = signal_sigma(encode_image(x, codec), x, prior, preset, seed=seed + i, target=target,
+                               denoiser=denoiser)  # fmt: skip
+        x_hat, record = decode_file(data)
+        entry, _ = signalled_entry(record, preset, prior)
+        y = quantize(enhance_image(x_hat, denoiser, entry["sigma"], preset, seed=entry["seed"]))
+        outputs.append(y)
+        sigmas.append(entry["sigma"])
+        rows.append(_image_row(names[i], x, y, record.bpp, mode="signalled", sigma=entry["sigma"]))
+    summary = [
+        {"mode": "decode", **_realism(originals, decoded, decoded, 0, seed, opts)},
+        {"mode": "signalled", **_realism(originals, decoded, outputs, bootstrap, seed, opts)},
+    ]
+    per_image, table = _tables(rows, summary, "mode", "decode", floor)
+    table["sigma"] = [0.0, float(np.median(sigmas))]
     return per_image, table
 
 

@@ -1,0 +1,137 @@
+"""Encoder-side sigma: calibrated on the image, written into the file, reproduced by the decoder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from percept.calibrate import round_sigma, sigma_for_image
+from percept.cli import main
+from percept.codecs import get_codec
+from percept.container import decode_file, encode_image, pack, unpack
+from percept.errors import PerceptError
+from percept.images import load_image, quantize, save_png
+from percept.signalling import prior_id, signal_sigma, signalled_entry
+
+PRIOR = "percept-cm-s"  # shipped in the package: a recorded sha256, and one fast step
+
+
+@pytest.fixture(scope="module")
+def crop(kodak_dir):
+    return load_image(kodak_dir / "kodim23.png")[0][..., 200:264, 300:364].contiguous()
+
+
+def test_sigma_for_image_lands_on_the_target_with_a_storable_sigma():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 32, 32)
+    x_hat = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
+    direction = torch.randn_like(x)
+
+    def run(sigma: float) -> torch.Tensor:  # error grows with sigma, as the enhancer's does
+        return (x_hat + 0.1 * sigma * direction).clamp(0, 1)
+
+    sigma, ratio = sigma_for_image(run, x, x_hat, 2.0, tol=0.01)
+    assert sigma == round_sigma(sigma)  # what a header stores is what was measured
+    assert ratio == pytest.approx(2.0, rel=0.01)
+    measured = ((quantize(run(sigma)).double() - x.double()) ** 2).sum() / (
+        (x_hat.double() - x.double()) ** 2
+    ).sum()
+    assert float(measured) == pytest.approx(ratio, rel=1e-9)
+    with pytest.raises(PerceptError, match="lossless"):
+        sigma_for_image(run, x, x, 2.0)
+
+
+def test_the_decoder_reproduces_the_encoders_ratio(crop, tmp_path, capsys):
+    src, plain, signalled = tmp_path / "x.png", tmp_path / "plain.prcp", tmp_path / "s.prcp"
+    save_png(crop, src)
+    base = ["encode", str(src), "--codec", "jpeg", "--quality", "10"]
+    assert main([*base[:2], str(plain), *base[2:]]) == 0
+    args = ["--signal-sigma", "fast", "--prior", PRIOR, "--seed", "3"]
+    assert main([*base[:2], str(signalled), *base[2:], *args]) == 0
+    assert "signalled sigma" in capsys.readouterr().out
+    record = unpack(signalled.read_bytes())
+    # the same payload; the entry costs header bytes, and bpp counts them
+    assert record.payload == unpack(plain.read_bytes()).payload
+    assert record.bpp > unpack(plain.read_bytes()).bpp
+    (entry,) = record.params["enhance"]
+    assert entry["preset"] == "fast" and entry["prior"] == prior_id(PRIOR) and entry["seed"] == 3
+
+    out, dec = tmp_path / "e.png", tmp_path / "d.png"
+    assert main(["decode", str(signalled), str(out), "--enhance", "fast", "--prior", PRIOR]) == 0
+    assert "signalled in the file" in capsys.readouterr().err
+    assert main(["decode", str(signalled), str(dec)]) == 0
+    x, y, d = (load_image(p)[0].double() for p in (src, out, dec))
+    ratio = float(((y - x) ** 2).sum() / ((d - x) ** 2).sum())
+    assert ratio == pytest.approx(2.0, abs=0.05)
+
+    # another seed is another noise draw: the ratio is no longer the calibrated one exactly
+    other = tmp_path / "o.png"
+    assert main(["decode", str(signalled), str(other), "--enhance", "fast", "--prior", PRIOR,
+                 "--seed", "4"]) == 0  # fmt: skip
+    y4 = load_image(other)[0].double()
+    assert not torch.equal(y4, y)
+
+
+def test_resignalling_replaces_the_entry_for_that_setting_and_keeps_others(crop):
+    codec = get_codec("jpeg", 10)
+    data = encode_image(crop, codec)
+    once, first = signal_sigma(data, crop, PRIOR, "fast")
+    twice, second = signal_sigma(once, crop, PRIOR, "fast", seed=1)
+    entries = unpack(twice).params["enhance"]
+    assert len(entries) == 1 and entries[0]["seed"] == 1
+    assert first["mse_ratio"] == pytest.approx(2.0, abs=0.05)
+    both, _ = signal_sigma(twice, crop, PRIOR, "fast", steps=2)
+    assert [e.get("steps") for e in unpack(both).params["enhance"]] == [None, 2]
+    # each setting finds its own entry; the decode itself is unchanged
+    record = unpack(both)
+    assert signalled_entry(record, "fast", PRIOR, 2)[0]["steps"] == 2
+    assert signalled_entry(record, "fast", PRIOR)[0]["seed"] == 1
+    assert torch.equal(decode_file(both)[0], decode_file(data)[0])
+
+
+def test_an_entry_for_other_weights_or_settings_is_not_applied(crop):
+    data = encode_image(crop, get_codec("jpeg", 10))
+    record = unpack(data)
+    assert signalled_entry(record, "fast", PRIOR) == (None, None)  # nothing signalled
+    params = {**record.params, "enhance": [{"preset": "fast", "prior": "deadbeef", "sigma": 0.3}]}
+    other = unpack(pack(record.codec, params, record.height, record.width, record.payload))
+    entry, why = signalled_entry(other, "fast", PRIOR)
+    assert entry is None and "deadbeef" in why and prior_id(PRIOR) in why
+    assert signalled_entry(other, "medium", PRIOR)[0] is None
+    for bad in ({"enhance": {"preset": "fast"}}, {"enhance": [{"preset": "fast", "prior":
+                prior_id(PRIOR), "sigma": -1}]}):  # fmt: skip
+        broken = unpack(pack(record.codec, {**record.params, **bad}, 64, 64, record.payload))
+        with pytest.raises(PerceptError, match="corrupted header"):
+            signalled_entry(broken, "fast", PRIOR)
+
+
+def test_signalling_refuses_what_it_cannot_do(crop, tmp_path, capsys):
+    data = encode_image(crop, get_codec("jpeg", 10))
+    with pytest.raises(PerceptError, match="the file holds a 64x64"):
+        signal_sigma(data, crop[..., :32, :32], PRIOR)
+    with pytest.raises(PerceptError, match="recorded sha256"):
+        signal_sigma(data, crop, str(tmp_path / "missing.safetensors"))
+    src = tmp_path / "x.png"
+    save_png(crop, src)
+    assert main(["encode", str(src), str(tmp_path / "a"), "--signal-sigma", "fast"]) == 2
+    assert "--signal-sigma needs --prior" in capsys.readouterr().err
+    assert main(["encode", str(src), str(tmp_path / "a"), "--prior", PRIOR]) == 2
+    assert "go with --signal-sigma" in capsys.readouterr().err
+
+
+def test_signalled_sweep_reports_each_images_sigma_and_the_header_cost(crop, kodak_dir):
+    from percept.enhancer import load_enhancer_prior
+    from percept.sweeps import signalled_sweep
+
+    other = load_image(kodak_dir / "kodim01.png")[0][..., :64, :64]
+    images = {"a": crop, "b": other}
+    per_image, table = signalled_sweep(
+        images, get_codec("jpeg", 10), load_enhancer_prior(PRIOR), PRIOR,
+        swd_seeds=(0, 1), bootstrap=3, progress=False,
+    )  # fmt: skip
+    assert list(table["mode"]) == ["decode", "signalled"]
+    assert table.loc[1, "mse_ratio"] == pytest.approx(2.0, abs=0.05)
+    assert table.loc[1, "bpp"] > table.loc[0, "bpp"]  # the entry is paid for
+    sigmas = per_image.loc[per_image["mode"] == "signalled", "sigma"]
+    assert sigmas.nunique() == 2 and table.loc[1, "sigma"] == pytest.approx(sigmas.median())
+    assert {"swd_gain_low", "swd_gain_high"} <= set(table.columns)
