@@ -19,6 +19,9 @@ For each codec setting (name:quality,...):
      a pass whose interval holds zero is reported as "pass (within noise)".
 A codec whose weights are missing is reported as skipped, with the reason.
 
+`--consistency` (JPEG settings) projects every enhanced output into its file's quantisation cells
+(`percept.codecs.jpeg_consistency`), at the plain enhancer's sigma.
+
 `--sigma-mode signalled` replaces step 1 by the encoder-side rule (`percept.signalling`): each
 image's sigma is calibrated on that image to the MSE-doubling target and written into its file
 (the header entry counts in bpp), and the decoder uses it (`percept.sweeps.signalled_sweep`).
@@ -81,7 +84,7 @@ def table_sigma_row(args, name, quality, codec, prior, kodak, state: dict):
             })  # fmt: skip
     _, table = sigma_sweep(
         kodak, codec, prior, [sigma], preset=args.preset, seed=args.seed, progress=False,
-        bootstrap=args.bootstrap, patches_per_image=args.patches,
+        bootstrap=args.bootstrap, patches_per_image=args.patches, consistency=args.consistency,
     )  # fmt: skip
     return sigma, source, calib_ratio, table
 
@@ -108,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         default="table",
         help="table: one calibrated sigma per setting; signalled: each image's own sigma, "
         "calibrated by the encoder and written into its file",
+    )
+    parser.add_argument(
+        "--consistency",
+        action="store_true",
+        help="JPEG settings only: project each enhanced output into its file's quantisation cells "
+        "(percept.codecs.jpeg_consistency) at the plain enhancer's sigma",
     )
     parser.add_argument("--calib-images", type=int, default=8)
     parser.add_argument("--calib-crop", type=int, default=256, help="side of the calibration crops")
@@ -139,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--crop must be full, cropN or centerN (e.g. crop256), got {args.crop!r}")
     if args.patches < 1:
         parser.error("--patches must be >= 1")
+    if args.consistency and (
+        args.sigma_mode != "table" or any(n != "jpeg" for n, _ in parse_settings(args.settings))
+    ):
+        parser.error("--consistency takes JPEG settings and --sigma-mode table")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -218,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "enhancer_gate", "prior": args.prior, "preset": args.preset,
         "images": list(kodak), "crop": args.crop, "patches_per_image": args.patches,
-        "seed": args.seed, "sigma_mode": args.sigma_mode, "rows": rows,
+        "seed": args.seed, "sigma_mode": args.sigma_mode, "consistency": args.consistency,
+        "rows": rows,
         "environment": environment(),
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -230,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         key = f"enhancer_gate_{args.preset}"
         if args.sigma_mode != "table":
             key += f"_{args.sigma_mode}"
+        if args.consistency:
+            key += "_consistency"
         if (args.crop, args.patches) != ("crop256", 128):  # another protocol: keep both records
             key += f"_{args.crop}_p{args.patches}"
         record_benchmark(args.prior, key, result)

@@ -168,7 +168,15 @@ def decode(argv: list[str]) -> int:
         default="fp32",
         help="network arithmetic with --enhance: bf16 autocast is 2-3x faster on CPUs with AMX",
     )
+    p.add_argument(
+        "--consistency",
+        action="store_true",
+        help="with --enhance on a JPEG file: move the output back into the file's quantisation "
+        "cells (luma; chroma too when not subsampled), so it stays consistent with the bitstream",
+    )
     args = p.parse_args(argv)
+    if args.consistency and args.enhance is None:
+        p.error("--consistency goes with --enhance")
 
     from percept.container import decode_file
     from percept.images import save_png
@@ -185,6 +193,7 @@ def decode(argv: list[str]) -> int:
         x_hat = enhance_decoded(x_hat, record, args)
     save_png(x_hat, args.output)
     extra = f", enhanced ({args.enhance})" if args.enhance else ""
+    extra += ", projected into the JPEG's quantisation cells" if args.consistency else ""
     print(
         f"{record.codec}: {record.width}x{record.height}, {record.bpp:.4f} bpp{extra} -> {args.output}"
     )

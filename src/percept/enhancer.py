@@ -98,6 +98,7 @@ def enhance(
     callback=None,
     progress: bool = False,
     precision: str = "fp32",
+    project=None,
 ) -> Tensor:
     """Enhance decoded images x_hat [B,C,H,W] in [0,1]; returns float [B,C,H,W] in [0,1].
 
@@ -110,6 +111,8 @@ def enhance(
     precision: "fp32", or "bf16" to run the network's convolutions under bfloat16 autocast (the
     sampler's arithmetic stays float32); on CPUs with AMX or AVX512-BF16 it is 2-3x faster, and
     `benchmarks/fast_decode.py` measures both with their difference.
+    project: a function applied to the result (e.g. a JPEG file's consistency projection,
+    `percept.codecs.jpeg_consistency.projector_for`); it sees the [B,C,H,W] output in [0,1].
     """
     if precision not in PRECISIONS:
         raise PerceptError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -155,7 +158,8 @@ def enhance(
             progress=progress,
             **kwargs,
         )
-    return ((y.detach() + 1) / 2).clamp(0, 1).float()
+    y = ((y.detach() + 1) / 2).clamp(0, 1).float()
+    return y if project is None else project(y)
 
 
 def _auto_sigma(codec, quality: int | None, prior_name: str | None, preset: str) -> float:
@@ -213,6 +217,7 @@ def enhance_image(
     prior_name: str | None = None,
     progress: bool = False,
     precision: str = "fp32",
+    project=None,
 ) -> Tensor:
     """One decoded image [1,C,H,W] enhanced as `percept decode --enhance` does it: padded to a size
     the prior's down/up-sampling round-trips (unless it is tiled), noise from
@@ -237,7 +242,8 @@ def enhance_image(
         progress=progress,
         precision=precision,
     )
-    return y[..., :h, :w]
+    y = y[..., :h, :w]
+    return y if project is None else project(y)
 
 
 def enhance_decoded(x_hat: Tensor, record, args) -> Tensor:
@@ -245,7 +251,9 @@ def enhance_decoded(x_hat: Tensor, record, args) -> Tensor:
 
     With `--sigma auto` a sigma the encoder signalled in the file for this preset, prior and
     steps (`percept encode --signal-sigma`) is used with the encoder's seed (unless --seed is
-    given); otherwise the calibration table's. Which one was used is said on stderr.
+    given); otherwise the calibration table's. Which one was used is said on stderr. Either is the
+    plain enhancer's MSE-doubling sigma; `--consistency` (JPEG) projects its output on top, which
+    lowers the MSE ratio.
     """
     import sys
 
@@ -256,6 +264,11 @@ def enhance_decoded(x_hat: Tensor, record, args) -> Tensor:
             "--enhance needs --prior NAME_OR_PATH (a zoo name, weights file or diffusers folder)"
         )
     preset = get_preset(args.enhance).with_steps(args.steps)
+    project = None
+    if getattr(args, "consistency", False):
+        from percept.codecs.jpeg_consistency import projector_for
+
+        project = projector_for(record.codec, record.payload)
     denoiser = load_enhancer_prior(args.prior)
     operator = None
     if preset.needs_differentiable_codec:
@@ -293,4 +306,5 @@ def enhance_decoded(x_hat: Tensor, record, args) -> Tensor:
         prior_name=args.prior,
         progress=True,
         precision=getattr(args, "precision", "fp32"),
+        project=project,
     )

@@ -23,25 +23,37 @@ from percept.images import quantize
 from percept.metrics import mse, psnr, swd, swd_gain
 
 
-def _decode_all(images: Mapping[str, torch.Tensor], codec):
-    """(names, originals, decoded, bpps): every image through the codec's real bytes."""
+def _decode_all(images: Mapping[str, torch.Tensor], codec, consistency: bool = False):
+    """(names, originals, decoded, bpps, projections): every image through the codec's real bytes;
+    with `consistency`, each file's JPEG consistency projection (else None per image)."""
     names = list(images)
     originals = [images[n] for n in names]
-    decoded, bpps = [], []
+    decoded, bpps, projections = [], [], []
     for x in originals:
         x_hat, record = decode_file(encode_image(x, codec))
         decoded.append(x_hat)
         bpps.append(record.bpp)
-    return names, originals, decoded, bpps
+        if consistency:
+            from percept.codecs.jpeg_consistency import projector_for
+
+            projections.append(projector_for(record.codec, record.payload))
+        else:
+            projections.append(None)
+    return names, originals, decoded, bpps, projections
 
 
-def _enhance_all(decoded, denoiser, sigma: float, preset, seed: int, progress: bool = False):
+def _enhance_all(
+    decoded, denoiser, sigma: float, preset, seed: int, progress: bool = False, projections=None
+):
     """Each decode enhanced at sigma with its own seed (seed + index), so a result does not depend
-    on which other images are in the set."""
+    on which other images are in the set; `projections` (one per image, or None) are applied to
+    the outputs."""
     outputs = []
+    projections = projections or [None] * len(decoded)
     for i, x_hat in enumerate(tqdm(decoded, desc="enhance", disable=not progress)):
         gen = torch.Generator().manual_seed(seed + i)
-        outputs.append(quantize(enhance(x_hat, denoiser, float(sigma), preset, generator=gen)))
+        y = enhance(x_hat, denoiser, float(sigma), preset, generator=gen, project=projections[i])
+        outputs.append(quantize(y))
     return outputs
 
 
@@ -61,6 +73,7 @@ def sigma_sweep(
     bootstrap: int = 0,
     patches_per_image: int = 128,
     progress: bool = True,
+    consistency: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-image rows, per-sigma summary). sigma 0, the plain decode, is always included.
 
@@ -71,14 +84,20 @@ def sigma_sweep(
     90% paired bootstrap interval over the images of the realism gained over the decode
     (`percept.metrics.swd_gain`; N resamples, each two SWD evaluations). `patches_per_image` goes
     to every SWD: more patches lower the estimator's floor (whole Kodak images hold many more).
+    `consistency` (JPEG): every enhanced output is projected into its file's quantisation cells
+    (`percept.codecs.jpeg_consistency`).
     """
     sigmas = sorted({0.0, *map(float, sigmas)})
-    names, originals, decoded, bpps = _decode_all(images, codec)
+    names, originals, decoded, bpps, projections = _decode_all(images, codec, consistency)
     opts = {"seeds": swd_seeds, "patches_per_image": patches_per_image}
     floor = swd(originals, originals, **opts)
     rows, summary = [], []
     for sigma in tqdm(list(sigmas), desc="sigma sweep", disable=not progress):
-        outputs = decoded if sigma == 0 else _enhance_all(decoded, denoiser, sigma, preset, seed)
+        outputs = (
+            decoded
+            if sigma == 0
+            else _enhance_all(decoded, denoiser, sigma, preset, seed, projections=projections)
+        )
         for i, y in enumerate(outputs):
             rows.append(_image_row(names[i], originals[i], y, bpps[i], sigma=float(sigma)))
         summary.append({"sigma": float(sigma)})
@@ -138,7 +157,7 @@ def signalled_sweep(
     from percept.enhancer import enhance_image
     from percept.signalling import signal_sigma, signalled_entry
 
-    names, originals, decoded, bpps = _decode_all(images, codec)
+    names, originals, decoded, bpps, _ = _decode_all(images, codec)
     opts = {"seeds": swd_seeds, "patches_per_image": patches_per_image}
     floor = swd(originals, originals, **opts)
     rows = [
@@ -189,7 +208,7 @@ def preset_sweep(
     from percept.enhancer import resolve_preset
     from percept.errors import PerceptError
 
-    names, originals, decoded, bpps = _decode_all(images, codec)
+    names, originals, decoded, bpps, _ = _decode_all(images, codec)
     floor = swd(originals, originals, seeds=swd_seeds)
     rows, summary = [], []
     plain = swd(originals, decoded, seeds=swd_seeds)
@@ -242,13 +261,15 @@ def level_breakdown(
     seed: int = 0,
     swd_seeds: Sequence[int] = (0, 1, 2, 3),
     progress: bool = True,
+    consistency: bool = False,
 ) -> pd.DataFrame:
     """Where realism is gained and lost: the SWD of each Laplacian-pyramid level (0 = finest), for
     the originals against themselves (`floor`), the plain decode (`decode`) and the enhanced output
     at `sigma` (`enhanced`; per-image seeds as in `sigma_sweep`). One row per (output, level); the
-    mean over levels of a row set is the `swd` the sweeps report."""
-    _, originals, decoded, _ = _decode_all(images, codec)
-    enhanced = _enhance_all(decoded, denoiser, sigma, preset, seed, progress)
+    mean over levels of a row set is the `swd` the sweeps report. `consistency`: as in
+    `sigma_sweep`."""
+    _, originals, decoded, _, projections = _decode_all(images, codec, consistency)
+    enhanced = _enhance_all(decoded, denoiser, sigma, preset, seed, progress, projections)
     rows = []
     for output, test in (("floor", originals), ("decode", decoded), ("enhanced", enhanced)):
         per_level = swd(originals, test, seeds=swd_seeds).per_level

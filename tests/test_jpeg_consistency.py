@@ -1,0 +1,126 @@
+"""JPEG consistency: the enhanced image moved back into its file's quantisation cells."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from percept.cli import main
+from percept.codecs import get_codec
+from percept.codecs.jpeg_consistency import (
+    JpegCells,
+    _block_dct,
+    _to_ycc,
+    project_jpeg,
+    projector_for,
+)
+from percept.errors import PerceptError
+from percept.images import load_image, save_png
+
+
+@pytest.fixture(scope="module")
+def crop(kodak_dir):
+    return load_image(kodak_dir / "kodim23.png")[0][..., 200:264, 300:364].contiguous()
+
+
+def _planes(x: torch.Tensor) -> np.ndarray:
+    return _to_ycc(x[0].permute(1, 2, 0).double().numpy() * 255.0)
+
+
+def _outside(x: torch.Tensor, cells: JpegCells, plane: int) -> np.ndarray:
+    """How far each coefficient of x's plane lies outside its cell (0 inside), 0..255 units."""
+    coef = _block_dct(_planes(x)[: cells.h8, : cells.w8, plane] - 128)
+    return np.abs(coef - cells.centres[plane]) - cells.steps[plane] / 2
+
+
+def test_the_block_dct_is_orthonormal_and_inverts():
+    plane = np.random.default_rng(0).normal(size=(16, 24))
+    coef = _block_dct(plane)
+    assert coef.shape == (2, 3, 8, 8)
+    assert np.allclose(_block_dct(coef, inverse=True), plane)
+    assert np.isclose((coef**2).sum(), (plane**2).sum())
+
+
+@pytest.mark.parametrize("subsampling, planes", [("4:2:0", [0]), ("4:4:4", [0, 1, 2])])
+def test_projection_keeps_the_decode_and_pulls_a_noisy_image_into_the_cells(
+    crop, subsampling, planes
+):
+    codec = get_codec("jpeg", 50, subsampling=subsampling)
+    payload = codec.encode(crop)
+    decoded = codec.decode(payload)
+    cells = JpegCells(payload)
+    assert cells.planes == planes
+    # the decode sits at the cells' centres: projecting it changes nothing visible
+    assert float((project_jpeg(decoded, payload) - decoded).abs().max()) < 1 / 255
+    torch.manual_seed(0)
+    noisy = (decoded + 0.1 * torch.randn_like(decoded)).clamp(0, 1)
+    projected = project_jpeg(noisy, payload)
+    for c in planes:
+        assert (_outside(noisy, cells, c) > 1).mean() > 0.05
+        assert (_outside(projected, cells, c) > 1).mean() < 0.01  # RGB clipping aside
+    # the original lies in its cells, so the projection can only bring the planes closer to it
+    for c in planes:
+        before = ((_planes(noisy) - _planes(crop))[..., c] ** 2).mean()
+        after = ((_planes(projected) - _planes(crop))[..., c] ** 2).mean()
+        assert after < (0.8 if c == 0 else 0.95) * before
+    if subsampling == "4:2:0":  # chroma is left as it was (but where RGB clipping moved it)
+        moved = np.abs(_planes(projected)[..., 1:] - _planes(noisy)[..., 1:]) > 1.0
+        assert moved.mean() < 0.02
+
+
+def test_partial_edge_blocks_are_left_alone(crop):
+    x = crop[..., :61, :45]
+    codec = get_codec("jpeg", 10)
+    payload = codec.encode(x)
+    y = (codec.decode(payload) + 0.1).clamp(0, 1)
+    p = project_jpeg(y, payload)
+    assert p.shape == y.shape
+    assert torch.allclose(p[..., 56:, :], y[..., 56:, :], atol=1e-6)
+    assert torch.allclose(p[..., :, 40:], y[..., :, 40:], atol=1e-6)
+    assert not torch.allclose(p[..., :56, :40], y[..., :56, :40], atol=1e-3)
+
+
+def test_bad_input_is_refused_clearly(crop):
+    payload = get_codec("jpeg", 10).encode(crop)
+    with pytest.raises(PerceptError, match="needs a JPEG file"):
+        projector_for("webp", get_codec("webp", 10).encode(crop))
+    with pytest.raises(PerceptError, match="not a JPEG payload"):
+        JpegCells(get_codec("webp", 10).encode(crop))
+    with pytest.raises(PerceptError, match="the JPEG 64x64"):
+        project_jpeg(crop[..., :32, :], payload)
+    with pytest.raises(PerceptError, match="one RGB image"):
+        project_jpeg(torch.cat([crop, crop]), payload)
+
+
+def test_decode_with_consistency_lowers_the_distortion(crop, tmp_path, capsys):
+    src, jpg, webp = tmp_path / "x.png", tmp_path / "x.prcp", tmp_path / "w.prcp"
+    save_png(crop, src)
+    assert main(["encode", str(src), str(jpg), "--codec", "jpeg", "--quality", "5"]) == 0
+    outs = {}
+    for name, extra in (("plain", []), ("consistent", ["--consistency"])):
+        outs[name] = tmp_path / f"{name}.png"
+        args = ["--enhance", "fast", "--prior", "percept-cm-s", "--sigma", "1.0", *extra]
+        assert main(["decode", str(jpg), str(outs[name]), *args]) == 0
+    assert "quantisation cells" in capsys.readouterr().out
+    x, plain, consistent = (load_image(p)[0].double() for p in (src, *outs.values()))
+    assert ((consistent - x) ** 2).mean() < ((plain - x) ** 2).mean()  # never equal: it moved
+    assert main(["decode", str(jpg), str(tmp_path / "n.png"), "--consistency"]) == 2
+    assert "--consistency goes with --enhance" in capsys.readouterr().err
+    assert main(["encode", str(src), str(webp), "--codec", "webp", "--quality", "5"]) == 0
+    args = ["--enhance", "fast", "--prior", "percept-cm-s", "--sigma", "1.0", "--consistency"]
+    assert main(["decode", str(webp), str(tmp_path / "w.png"), *args]) == 2
+    assert "needs a JPEG file" in capsys.readouterr().err
+
+
+def test_sigma_sweep_with_consistency_projects_every_output(crop, kodak_dir):
+    from percept.enhancer import load_prior
+    from percept.sweeps import sigma_sweep
+
+    images = {"a": crop, "b": load_image(kodak_dir / "kodim01.png")[0][..., :64, :64]}
+    cm = load_prior("percept-cm-s")
+    kwargs = {"preset": "fast", "progress": False, "swd_seeds": (0,)}
+    _, plain = sigma_sweep(images, get_codec("jpeg", 5), cm, [1.0], **kwargs)
+    _, consistent = sigma_sweep(images, get_codec("jpeg", 5), cm, [1.0], consistency=True, **kwargs)
+    assert consistent.loc[0, "mse"] == pytest.approx(plain.loc[0, "mse"])  # the decode
+    assert consistent.loc[1, "mse_ratio"] < plain.loc[1, "mse_ratio"]
