@@ -128,7 +128,7 @@ def encode(argv: list[str]) -> int:
         get_preset(args.signal_sigma)
         data, entry = signal_sigma(
             data, x, args.prior, args.signal_sigma, seed=args.seed, steps=args.steps,
-            target=args.target_ratio, codec_options=options,
+            target=args.target_ratio, codec_options=options, progress=True,
         )  # fmt: skip
         signalled = (
             f"; signalled sigma {entry['sigma']:g} for {entry['preset']} "

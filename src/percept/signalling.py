@@ -19,6 +19,7 @@ to the calibration table. An entry for other prior weights is never applied.
 from __future__ import annotations
 
 from torch import Tensor
+from tqdm import tqdm
 
 from percept.errors import PerceptError
 
@@ -91,11 +92,13 @@ def signal_sigma(
     tol: float = 0.02,
     denoiser=None,
     codec_options: dict | None = None,
+    progress: bool = False,
 ) -> tuple[bytes, dict]:
     """Calibrate sigma on this image (the original `x`, [1,3,H,W] in [0,1]) for decoding `data` (a
     percept file) with `preset` and `prior`, and return (the file with the entry added, the entry
     with the MSE ratio it reaches). An entry for the same preset, prior and steps is replaced;
-    others are kept. `denoiser` is the loaded prior when the caller has it already."""
+    others are kept. `denoiser` is the loaded prior when the caller has it already; `progress`
+    shows a bar over the bisection's trials (each one a full enhancement of the image)."""
     from percept.calibrate import sigma_for_image
     from percept.codecs import get_codec
     from percept.container import decode_file, pack
@@ -116,12 +119,20 @@ def signal_sigma(
         codec = get_codec(record.codec, record.quality, **(codec_options or {}))
         operator = operator_for_codec(codec)
 
+    bar = tqdm(desc=f"signal sigma ({p.name})", unit="trial", disable=not progress)
+
     def run(sigma: float) -> Tensor:
-        return enhance_image(
+        bar.set_postfix(sigma=f"{sigma:g}")
+        y = enhance_image(
             x_hat, denoiser, sigma, p, seed=seed, steps=steps, operator=operator, prior_name=prior
         )
+        bar.update()
+        return y
 
-    sigma, ratio = sigma_for_image(run, x.float(), x_hat, target, tol=tol)
+    try:
+        sigma, ratio = sigma_for_image(run, x.float(), x_hat, target, tol=tol)
+    finally:
+        bar.close()
     entry = {"preset": p.name, "prior": pid, "sigma": sigma}
     for key, value, default in (
         ("seed", int(seed), 0),
