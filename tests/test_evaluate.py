@@ -130,7 +130,15 @@ def test_bad_methods_and_specs():
         evaluate.parse_method("enhance:fast")
     with pytest.raises(PerceptError, match="bad method"):
         evaluate.parse_method("interp:1.5")
-    assert evaluate.parse_method("enhance:fast:0.3") == ("enhance", "fast", 0.3)
+    assert evaluate.parse_method("enhance:fast:0.3") == ("enhance", "fast", 0.3, False)
+    assert evaluate.parse_method("enhance:fast:auto:consistent") == (
+        "enhance",
+        "fast",
+        "auto",
+        True,
+    )
+    with pytest.raises(PerceptError, match="bad method"):
+        evaluate.parse_method("enhance:fast:0.3:projected")
     with pytest.raises(PerceptError, match="NAME:Q1"):
         evaluate.parse_codecs(["jpeg"])
     assert evaluate.parse_codecs(["jpeg:5,15", "webp:30"]) == {"jpeg": [5, 15], "webp": [30]}
@@ -260,6 +268,14 @@ def test_fast_methods_run_on_the_consistency_model(tmp_path):
     with pytest.raises(PerceptError, match="fast presets"):
         evaluate.run("skimage", grid, ["decode", "enhance:medium:0.3"], out=tmp_path / "c.json",
                      prior=str(prior), consistency_model=str(cm), **options)  # fmt: skip
+    # ":consistent" projects the same output into the JPEG's cells: same noise, less distortion
+    both = ["decode", "enhance:medium:0.3", "enhance:medium:0.3:consistent"]
+    res = evaluate.run("skimage", grid, both, out=tmp_path / "d.json", prior=str(prior), **options)
+    by = {r["method"]: r for r in res["rows"]}
+    assert by["enhance:medium:0.3:consistent"]["psnr"] > by["enhance:medium:0.3"]["psnr"]
+    with pytest.raises(PerceptError, match="webp has none"):
+        evaluate.run("skimage", {"jpeg": [10], "webp": [10]}, both, out=tmp_path / "e.json",
+                     prior=str(prior), **options)  # fmt: skip
 
 
 def test_method_table_gives_bd_gains_over_the_plain_decode():

@@ -58,20 +58,27 @@ def parse_codecs(items: Sequence[str]) -> dict[str, list[int]]:
 
 
 def parse_method(method: str) -> tuple:
-    """ "decode" | "enhance:PRESET:SIGMA" | "interp:ALPHA" -> a tuple (kind, *args)."""
+    """ "decode" | "enhance:PRESET:SIGMA[:consistent]" | "interp:ALPHA" -> a tuple (kind, *args).
+
+    An enhance method parses to ("enhance", preset, sigma, consistent): with the ":consistent"
+    suffix its output is projected into the JPEG file's quantisation cells
+    (`percept.codecs.jpeg_consistency`; JPEG codecs only)."""
     parts = method.split(":")
     try:
         if parts == ["decode"]:
             return ("decode",)
-        if parts[0] == "enhance" and len(parts) == 3:
-            return ("enhance", parts[1], parts[2] if parts[2] == "auto" else float(parts[2]))
+        if parts[0] == "enhance" and (
+            len(parts) == 3 or (len(parts) == 4 and parts[3] == "consistent")
+        ):
+            sigma = parts[2] if parts[2] == "auto" else float(parts[2])
+            return ("enhance", parts[1], sigma, len(parts) == 4)
         if parts[0] == "interp" and len(parts) == 2 and 0 <= float(parts[1]) <= 1:
             return ("interp", float(parts[1]))
     except ValueError:
         pass
     raise PerceptError(
-        f"bad method {method!r}: use decode, enhance:PRESET:SIGMA (SIGMA a number or auto) or "
-        "interp:ALPHA (0..1)"
+        f"bad method {method!r}: use decode, enhance:PRESET:SIGMA[:consistent] (SIGMA a number or "
+        "auto) or interp:ALPHA (0..1)"
     )
 
 
@@ -97,10 +104,12 @@ def _uses_cm(parsed: tuple) -> bool:
     return parsed[0] == "enhance" and get_preset(parsed[1]).sampler == "consistency"
 
 
-def _outputs(x_hat, t_dec, parsed, methods, models, config, image, codec, quality):
+def _outputs(x_hat, t_dec, parsed, methods, models, config, image, codec, quality, payload):
     """Each method's output image and its wall time (decode + whatever the method adds).
 
-    models: (prior, consistency model or None); a fast preset runs on the consistency model."""
+    models: (prior, consistency model or None); a fast preset runs on the consistency model.
+    payload: the codec's bitstream (a consistent method projects into its JPEG cells)."""
+    from percept.codecs.jpeg_consistency import projector_for
     from percept.enhancer import PAD_MULTIPLE, enhance
     from percept.interpolate import interpolate
     from percept.tiling import pad_to_multiple
@@ -126,6 +135,8 @@ def _outputs(x_hat, t_dec, parsed, methods, models, config, image, codec, qualit
                 quality=quality,
                 prior_name=config["consistency_model"] if cm else config["prior"],
             )[..., :h, :w]
+            if p[3]:
+                y = projector_for(codec, payload)(y)
             extra = time.perf_counter() - start
         else:
             enhanced, t_enh = outs[first_enhanced]
@@ -193,6 +204,12 @@ def run(
         )
     if any(p[0] == "interp" for p in parsed) and not any(p[0] == "enhance" for p in parsed):
         raise PerceptError("interp:ALPHA blends the decode with an enhance method: add one")
+    others = sorted(c for c in codecs if c != "jpeg")
+    if any(p[0] == "enhance" and p[3] for p in parsed) and others:
+        raise PerceptError(
+            "enhance:...:consistent projects into a JPEG file's quantisation cells; "
+            f"{', '.join(others)} has none: evaluate it in a separate run"
+        )
     coders = {(c, q): get_codec(c, q) for c, qs in codecs.items() for q in qs}  # fail before work
     config = {
         "dataset": dataset,
@@ -263,11 +280,12 @@ def run(
         for (codec, quality), coder in coders.items():
             data = encode_image(item.image, coder)
             start = time.perf_counter()
-            x_hat, _ = decode_file(data)
+            x_hat, record = decode_file(data)
             t_dec = time.perf_counter() - start
             outs = _outputs(
-                x_hat, t_dec, parsed, list(methods), models, config, item.name, codec, quality
-            )
+                x_hat, t_dec, parsed, list(methods), models, config, item.name, codec, quality,
+                record.payload,
+            )  # fmt: skip
             for method in methods:
                 y, seconds = outs[method]
                 png = _png_path(cache, item.name, codec, quality, method)
@@ -303,7 +321,14 @@ _OPTIONS: list[tuple[str, dict]] = [
     ("--crop", {"help": "centerN (scale + crop, paper 1) or cropN"}),
     ("--limit", {"type": int, "help": "only the first N images (a larger N extends a run)"}),
     ("--codecs", {"nargs": "+", "required": True, "help": "NAME:Q1,Q2,... e.g. jpeg:5,15,30"}),
-    ("--methods", {"nargs": "+", "default": ["decode"], "help": "decode | enhance:P:S | interp:A"}),
+    (
+        "--methods",
+        {
+            "nargs": "+",
+            "default": ["decode"],
+            "help": "decode | enhance:P:S[:consistent] | interp:A",
+        },
+    ),
     ("--prior", {"help": "prior for enhance methods (zoo name, file, diffusers folder)"}),
     ("--consistency-model", {"help": "runs the fast presets' methods, e.g. percept-cm-s"}),
     ("--sigmas", {"nargs": "+", "default": [], "help": "adds enhance:PRESET:SIGMA for each"}),
