@@ -316,3 +316,22 @@ def test_pack_photos_keeps_names_and_split_and_never_upscales(tmp_path, monkeypa
                     "--max-mib", "0.0001"])  # fmt: skip
     with pytest.raises(PerceptError, match="short-side"):
         pack_photos(tmp_path / "c", short_side=8)
+
+
+def test_bf16_is_dropped_where_the_device_would_emulate_it(tmp_path, monkeypatch, capsys):
+    import percept.presets
+
+    monkeypatch.setattr(percept.presets, "native_bf16", lambda device="cpu": False)
+    assert runtime.bf16_for(False, "cpu", tmp_path) is False  # nothing asked, nothing said
+    assert runtime.read_log(tmp_path) == [] and capsys.readouterr().err == ""
+    assert runtime.bf16_for(True, "cpu", tmp_path, step=7) is False
+    (entry,) = runtime.read_log(tmp_path)
+    assert entry["step"] == 7 and entry["precision"] == "fp32" and "no native bf16" in entry["note"]
+    assert "training in fp32" in capsys.readouterr().err
+    # a config asking for bf16 trains (in fp32 here) and its log says so
+    summary = train_prior(tiny_config(bf16=True, steps=2), tmp_path / "run", progress=False,
+                          export=False)  # fmt: skip
+    assert summary["step"] == 2
+    assert any(r.get("precision") == "fp32" for r in runtime.read_log(tmp_path / "run"))
+    monkeypatch.setattr(percept.presets, "native_bf16", lambda device="cpu": True)
+    assert runtime.bf16_for(True, "cpu") is True

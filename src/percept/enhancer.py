@@ -11,6 +11,7 @@ decode itself, and the recommended sigma doubles the MSE (see `percept.calibrate
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from percept.errors import PerceptError
-from percept.presets import PRECISIONS, PRESETS, Preset, check_preset, get_preset
+from percept.presets import PRECISIONS, PRESETS, Preset, check_preset, get_preset, native_bf16
 from percept.samplers import per_image_generators, randn_like
 from percept.schedules import halving_sigmas, karras_sigmas
 
@@ -116,6 +117,13 @@ def enhance(
     """
     if precision not in PRECISIONS:
         raise PerceptError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16" and not native_bf16(x_hat.device.type):
+        warnings.warn(
+            f"bf16 on this {x_hat.device.type} is emulated (no AVX512-BF16 or AMX): it runs far "
+            "slower than fp32",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     p = resolve_preset(preset, sampler, steps, zeta)
     if isinstance(sigma, str):
         if sigma != "auto":

@@ -247,7 +247,8 @@ def train_distill(
     timer, losses, last_val = runtime.Timer(offset), [], None
     val_step, first_step = None, step
     last_ckpt = timer.session()
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    bf16 = runtime.bf16_for(cfg.bf16, dev, run_dir, step)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)
 
     def checkpoint() -> None:
         runtime.save_checkpoint(run_dir, {

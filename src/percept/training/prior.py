@@ -52,7 +52,9 @@ class PriorTrainConfig:
     decay_start: int = 20000  # inverse-sqrt decay of the learning rate after this step
     ema_decay: float = 0.999
     grad_clip: float = 1.0
-    bf16: bool = True  # bf16 autocast for training steps (CUDA, and CPUs with AMX/AVX512-BF16)
+    bf16: bool = (
+        True  # bf16 autocast for training steps where native (CUDA, CPUs with AMX/AVX512-BF16)
+    )
     p_mean: float = -1.61
     p_std: float = 1.0
     seed: int = 0
@@ -173,6 +175,7 @@ def train_prior(
         step, offset = _load_published(init_from, cfg, model, ema, run_dir)
         rewarm_from = step
     runtime.log_command(run_dir, step)
+    bf16 = runtime.bf16_for(cfg.bf16, dev, run_dir, step)
 
     train_images = load_split("train", cfg.train_images, min_side=cfg.crop)
     val_clean = center_crops(load_split("val", cfg.val_images, min_side=32), cfg.val_crop)
@@ -209,7 +212,7 @@ def train_prior(
                     group["lr"] *= min(1.0, (step - rewarm_from + 1) / REWARM_STEPS)
                 if cooldown is not None:
                     group["lr"] *= 1.0 - (step - cool_from) / cooldown
-            with _autocast(dev, cfg.bf16):
+            with _autocast(dev, bf16):
                 loss = edm_loss(model, x0.to(dev), sigma.to(dev), noise.to(dev))
             opt.zero_grad(set_to_none=True)
             loss.backward()

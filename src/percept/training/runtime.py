@@ -103,6 +103,23 @@ def read_log(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def bf16_for(requested: bool, device, run_dir: Path | None = None, step: int = 0) -> bool:
+    """The config's bf16 where the device computes it natively (`percept.presets.native_bf16`);
+    otherwise fp32, said on stderr and in the run's log (emulated bf16 is many times slower)."""
+    from percept.presets import native_bf16
+
+    if not requested or native_bf16(str(device)):
+        return requested
+    note = (
+        f"bf16 requested, but this {torch.device(device).type} has no native bf16 (AVX512-BF16 or "
+        "AMX on CPUs): training in fp32, since emulated bf16 is far slower"
+    )
+    print(f"percept train: note: {note}", file=sys.stderr)
+    if run_dir is not None:
+        append_log(run_dir, {"step": step, "precision": "fp32", "note": note})
+    return False
+
+
 def log_command(run_dir: Path, step: int) -> None:
     """Record this process's command line in the run's log, at the step it starts from (the
     program as its bare name, so a card reads `percept train ...`, not this machine's paths)."""
