@@ -234,3 +234,28 @@ def test_bf16_precision_is_close_to_fp32_and_checked(images):
     assert 0 < float((full - half).abs().max()) < 0.02
     with pytest.raises(PerceptError, match="precision"):
         enhance(images, den, 0.3, precision="fp8")
+
+
+def test_channels_last_is_a_layout_not_a_result(images):
+    from percept.models import EDMDenoiser, UNet, UNetConfig
+
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, groups=4))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    den = EDMDenoiser(net).eval()
+    outs = [
+        enhance(
+            images,
+            den,
+            0.3,
+            sampler="euler",
+            steps=2,
+            channels_last=layout,
+            generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
+        for layout in (None, True, False)
+    ]
+    assert torch.equal(outs[0], outs[1])  # on CPU the default is channels-last
+    assert float((outs[1] - outs[2]).abs().max()) < 1e-4
