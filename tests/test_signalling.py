@@ -98,8 +98,9 @@ def test_an_entry_for_other_weights_or_settings_is_not_applied(crop):
     entry, why = signalled_entry(other, "fast", PRIOR)
     assert entry is None and "deadbeef" in why and prior_id(PRIOR) in why
     assert signalled_entry(other, "medium", PRIOR)[0] is None
-    for bad in ({"enhance": {"preset": "fast"}}, {"enhance": [{"preset": "fast", "prior":
-                prior_id(PRIOR), "sigma": -1}]}):  # fmt: skip
+    good = {"preset": "fast", "prior": prior_id(PRIOR), "sigma": 0.3}
+    for bad in ({"enhance": {"preset": "fast"}}, {"enhance": [{**good, "sigma": -1}]},
+                {"enhance": [{**good, "seed": "x"}]}, {"enhance": [{**good, "seed": 1.5}]}):  # fmt: skip
         broken = unpack(pack(record.codec, {**record.params, **bad}, 64, 64, record.payload))
         with pytest.raises(PerceptError, match="corrupted header"):
             signalled_entry(broken, "fast", PRIOR)

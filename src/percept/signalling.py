@@ -19,6 +19,8 @@ for other prior weights is never applied.
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor
 from tqdm import tqdm
 
@@ -48,6 +50,10 @@ def _entries(params: dict) -> list[dict]:
     return entries
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _same_setting(entry: dict, preset: str, prior: str, steps: int | None) -> bool:
     return (entry.get("preset"), entry.get("prior"), entry.get("steps")) == (preset, prior, steps)
 
@@ -66,14 +72,12 @@ def signalled_entry(
         return None, f"the file signals a sigma, but {prior!r} has no recorded sha256 to match"
     for entry in entries:
         if _same_setting(entry, preset, pid, steps):
-            sigma = entry.get("sigma")
-            if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
+            sigma, seed = entry.get("sigma"), entry.get("seed", 0)
+            if not _number(sigma) or not 0 < sigma < math.inf:
                 raise PerceptError(f"corrupted header: signalled sigma {sigma!r} is not positive")
-            return {
-                **entry,
-                "seed": int(entry.get("seed", 0)),
-                "target": entry.get("target", 2.0),
-            }, None
+            if not _number(seed) or not isinstance(seed, int) or seed < 0:
+                raise PerceptError(f"corrupted header: signalled seed {seed!r} is not a seed")
+            return {**entry, "seed": seed, "target": entry.get("target", 2.0)}, None
     have = ", ".join(f"{e.get('preset')}/prior {e.get('prior')}" for e in entries)
     return None, (
         f"the file signals a sigma for {have}, not for {preset} with prior {pid} ({prior})"
