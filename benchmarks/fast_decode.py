@@ -119,9 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             f"max {r['max_s']:.2f}; codec {r['median_codec_s']:.3f} s, network "
             f"{r['median_enhance_s']:.2f} s); target < 3 s: {'met' if r['median_s'] < 3 else 'NOT met'}"
         )
-    by_p = result["by_precision"]
+    by = result["by_precision"]
     if len(precisions) == 2:
-        by = by_p
         result["speedup_bf16"] = by["fp32"]["median_s"] / by["bf16"]["median_s"]
         diff = (outputs["fp32"] - outputs["bf16"]).abs() * 255
         result["bf16_vs_fp32_max_abs_255"] = float(diff.max())
@@ -133,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.layout == "both":
         first = precisions[0]
-        result["speedup_layout"] = result["contiguous"]["median_s"] / by_p[first]["median_s"]
+        result["speedup_layout"] = result["contiguous"]["median_s"] / by[first]["median_s"]
         diff = (outputs[first] - outputs[f"{first} contiguous"]).abs() * 255
         result["layout_max_abs_255"] = float(diff.max())
         print(

@@ -122,10 +122,8 @@ def encode(argv: list[str]) -> int:
     data = encode_image(x, codec)
     signalled = ""
     if args.signal_sigma is not None:
-        from percept.presets import get_preset
         from percept.signalling import signal_sigma
 
-        get_preset(args.signal_sigma)
         data, entry = signal_sigma(
             data, x, args.prior, args.signal_sigma, seed=args.seed, steps=args.steps,
             target=args.target_ratio, codec_options=options, progress=True,

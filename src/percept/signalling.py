@@ -107,7 +107,8 @@ def signal_sigma(
     from percept.calibrate import sigma_for_image
     from percept.codecs import get_codec
     from percept.container import decode_file, pack
-    from percept.enhancer import enhance_image, get_preset, load_enhancer_prior, operator_for_codec
+    from percept.enhancer import enhance_image, load_enhancer_prior, operator_for_codec
+    from percept.presets import get_preset
 
     p = get_preset(preset)
     pid = prior_id(prior)

@@ -28,17 +28,14 @@ def _decode_all(images: Mapping[str, torch.Tensor], codec, consistency: bool = F
     with `consistency`, each file's JPEG consistency projection (else None per image)."""
     names = list(images)
     originals = [images[n] for n in names]
+    from percept.codecs.jpeg_consistency import projector_for
+
     decoded, bpps, projections = [], [], []
     for x in originals:
         x_hat, record = decode_file(encode_image(x, codec))
         decoded.append(x_hat)
         bpps.append(record.bpp)
-        if consistency:
-            from percept.codecs.jpeg_consistency import projector_for
-
-            projections.append(projector_for(record.codec, record.payload))
-        else:
-            projections.append(None)
+        projections.append(projector_for(record.codec, record.payload) if consistency else None)
     return names, originals, decoded, bpps, projections
 
 
@@ -102,7 +99,7 @@ def sigma_sweep(
             rows.append(_image_row(names[i], originals[i], y, bpps[i], sigma=float(sigma)))
         summary.append({"sigma": float(sigma)})
         summary[-1].update(
-            _realism(originals, decoded, outputs, sigma > 0 and bootstrap, seed, opts)
+            _realism(originals, decoded, outputs, bootstrap if sigma > 0 else 0, seed, opts)
         )
     return _tables(rows, summary, "sigma", 0.0, floor)
 
@@ -153,27 +150,31 @@ def signalled_sweep(
     Returns (per-image rows with each image's `sigma`, a two-row summary like `sigma_sweep`'s with
     `mode` "decode" and "signalled"; the signalled row's bpp counts the header entry, its `sigma`
     is the median over images)."""
-    from percept.container import encode_image
+    from percept.container import bpp
     from percept.enhancer import enhance_image
     from percept.signalling import signal_sigma, signalled_entry
 
-    names, originals, decoded, bpps, _ = _decode_all(images, codec)
+    names = list(images)
+    originals = [images[n] for n in names]
     opts = {"seeds": swd_seeds, "patches_per_image": patches_per_image}
     floor = swd(originals, originals, **opts)
-    rows = [
-        _image_row(n, x, d, b, mode="decode", sigma=0.0)
-        for n, x, d, b in zip(names, originals, decoded, bpps)
-    ]
-    outputs, sigmas = [], []
+    decoded, outputs, sigmas, rows, signalled_rows = [], [], [], [], []
     for i, x in enumerate(tqdm(originals, desc="signal + enhance", disable=not progress)):
-        data, _ = signal_sigma(encode_image(x, codec), x, prior, preset, seed=seed + i, target=target,
+        plain = encode_image(x, codec)
+        data, _ = signal_sigma(plain, x, prior, preset, seed=seed + i, target=target,
                                denoiser=denoiser)  # fmt: skip
-        x_hat, record = decode_file(data)
+        x_hat, record = decode_file(data)  # the same payload as `plain`: the same decode
         entry, _ = signalled_entry(record, preset, prior)
         y = quantize(enhance_image(x_hat, denoiser, entry["sigma"], preset, seed=entry["seed"]))
+        decoded.append(x_hat)
         outputs.append(y)
         sigmas.append(entry["sigma"])
-        rows.append(_image_row(names[i], x, y, record.bpp, mode="signalled", sigma=entry["sigma"]))
+        plain_bpp = bpp(plain, record.height, record.width)
+        rows.append(_image_row(names[i], x, x_hat, plain_bpp, mode="decode", sigma=0.0))
+        signalled_rows.append(
+            _image_row(names[i], x, y, record.bpp, mode="signalled", sigma=entry["sigma"])
+        )
+    rows += signalled_rows
     summary = [
         {"mode": "decode", **_realism(originals, decoded, decoded, 0, seed, opts)},
         {"mode": "signalled", **_realism(originals, decoded, outputs, bootstrap, seed, opts)},

@@ -52,9 +52,7 @@ class PriorTrainConfig:
     decay_start: int = 20000  # inverse-sqrt decay of the learning rate after this step
     ema_decay: float = 0.999
     grad_clip: float = 1.0
-    bf16: bool = (
-        True  # bf16 autocast for training steps where native (CUDA, CPUs with AMX/AVX512-BF16)
-    )
+    bf16: bool = True  # bf16 autocast where native (CUDA; CPUs with AMX or AVX512-BF16)
     p_mean: float = -1.61
     p_std: float = 1.0
     seed: int = 0
