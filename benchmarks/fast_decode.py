@@ -5,6 +5,7 @@
 One decode = read the percept file, decode the codec's bytes, and enhance the decoded image with the
 `fast` preset (one network evaluation of a consistency model). Reported: the median and spread of
 `--repeats` timed runs after one warm-up, with the share of the network and of the codec.
+`--record` stores the result in the model's card under `fast_decode_<cpu model>`, one per machine.
 
 Without a consistency model, `--model` may name the prior with `--stand-in`: the same UNet evaluated
 once through the same code path (one Euler step from sigma to 0, which is the prior's posterior-mean
@@ -13,13 +14,16 @@ NOT the fast preset's output; the report says so. Run it on an otherwise idle ma
 
 `--precision` fp32, bf16 or both (default): with both, the two are timed alternately in one run
 (so they share the machine's state) and the report gives the speed ratio and the largest pixel
-difference between their outputs (same noise).
+difference between their outputs (same noise). `--layout both` and `--allocator both` add the
+first precision once more with contiguous tensors, or with glibc's default malloc thresholds
+instead of the `percept` commands' setting (`percept.cpu`), timed alternately with the rest.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -48,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         help="both: also time the first precision with contiguous (NCHW) tensors, side by side "
         "with the enhancer's default layout (channels-last on CPU)",
     )
+    parser.add_argument(
+        "--allocator",
+        choices=("auto", "both"),
+        default="auto",
+        help="both: also time the first precision with glibc's default malloc thresholds, side by "
+        "side with the setting `percept` commands use (percept.cpu.reuse_freed_memory)",
+    )
     parser.add_argument("--out", type=Path, default=Path("out/fast_decode.json"))
     parser.add_argument(
         "--record", action="store_true", help="store the timing in the model's zoo card"
@@ -58,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from percept.codecs import get_codec
     from percept.container import decode_file, encode_image
+    from percept.cpu import reuse_freed_memory
     from percept.enhancer import enhance, load_prior
     from percept.provenance import environment
     from percept.rd import evaluation_images
@@ -72,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
 
     precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
 
-    def run(precision: str, layout: dict) -> tuple[float, float, torch.Tensor]:
+    reused = reuse_freed_memory()  # as the `percept` commands do
+
+    def run(precision: str, layout: dict, reuse: bool = True) -> tuple[float, float, torch.Tensor]:
+        if not reuse:
+            reuse_freed_memory(False)
         t0 = time.perf_counter()
         x_hat, _ = decode_file(blob)
         t1 = time.perf_counter()
@@ -85,12 +101,20 @@ def main(argv: list[str] | None = None) -> int:
                 y = enhance(x_hat, model, args.sigma, "fast", generator=gen, precision=precision,
                             **layout)  # fmt: skip
         t2 = time.perf_counter()
+        if not reuse:
+            reuse_freed_memory(reused)
         return t1 - t0, t2 - t1, y
 
-    # variant name -> (precision, enhance's layout option); "<precision> contiguous" with --layout both
+    # variant name -> run's arguments; "<precision> contiguous" with --layout both, "<precision>
+    # system allocator" with --allocator both
     variants = {p: (p, {}) for p in precisions}
     if args.layout == "both":
         variants[f"{precisions[0]} contiguous"] = (precisions[0], {"channels_last": False})
+    if args.allocator == "both":
+        if not reused:
+            raise SystemExit("fast_decode: --allocator both needs glibc (and no "
+                             "PERCEPT_CPU_ALLOCATOR=system)")  # fmt: skip
+        variants[f"{precisions[0]} system allocator"] = (precisions[0], {}, False)
     outputs = {v: run(*variants[v])[2] for v in variants}  # warm-up (allocator, kernels), outputs
     timings: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
     for _ in range(args.repeats):
@@ -99,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "fast_decode", "what": kind, "model": args.model, "image": args.image,
         "size": list(x.shape[-2:]), "codec": args.codec, "quality": args.quality, "sigma": args.sigma,
-        "threads": torch.get_num_threads(), "repeats": args.repeats, "by_precision": {},
+        "threads": torch.get_num_threads(), "repeats": args.repeats, "reuse_freed_memory": reused,
+        "by_precision": {},
         "source": source, "environment": environment(),
     }  # fmt: skip
     for p in variants:
@@ -112,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         if p in precisions:
             result["by_precision"][p] = r
         else:
-            result["contiguous"] = r
+            result["contiguous" if p.endswith("contiguous") else "system_allocator"] = r
         print(
             f"{kind} [{p}], {args.image} {x.shape[-1]}x{x.shape[-2]}, {args.codec} q{args.quality}, "
             f"{result['threads']} threads: median {r['median_s']:.2f} s (min {r['min_s']:.2f}, "
@@ -139,6 +164,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{first}: the default layout is {result['speedup_layout']:.2f}x faster than contiguous "
             f"tensors (side by side); outputs differ by at most {result['layout_max_abs_255']:.3f}/255"
         )
+    if args.allocator == "both":
+        first = precisions[0]
+        result["speedup_allocator"] = result["system_allocator"]["median_s"] / by[first]["median_s"]
+        diff = (outputs[first] - outputs[f"{first} system allocator"]).abs() * 255
+        print(
+            f"{first}: reusing freed memory is {result['speedup_allocator']:.2f}x faster than "
+            f"glibc's default thresholds (side by side); outputs differ by at most "
+            f"{float(diff.max()):.3f}/255"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     if args.record:
@@ -146,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("fast_decode: a stand-in timing is not recorded in a model card")
         from percept.zoo import record_benchmark
 
-        record_benchmark(args.model, "fast_decode", result)
+        # one record per machine: a 2-core Xeon with AMX and a 2-core AMD EPYC differ by 2x and more
+        machine = re.sub(r"[^a-z0-9]+", "_", result["environment"]["cpu"].lower()).strip("_")
+        record_benchmark(args.model, f"fast_decode_{machine}", result)
     return 0
 
 

@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    from percept.cpu import reuse_freed_memory
+
+    reuse_freed_memory()  # whole-image networks on CPU: about 1.7x faster (percept.cpu)
     module = importlib.import_module(SUBCOMMANDS[name][0])
     try:
         code = int(module.main([name, *rest]) or 0)

@@ -38,4 +38,23 @@ def environment() -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": device,
+        "cpu": cpu_model(),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name, with " (AMX)" or " (AVX512-BF16)" where it has native bf16 (timings on
+    two machines that `platform` both calls x86_64 differ by 2x and more; see `percept.cpu`)."""
+    name = platform.processor() or platform.machine() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return name
+    for line in info.splitlines():
+        if line.startswith("model name"):
+            name = line.split(":", 1)[1].strip()
+            break
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "").split()
+    extra = "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else ""
+    return f"{name} ({extra})" if extra else name

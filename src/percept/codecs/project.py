@@ -14,17 +14,22 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from compressai.models import CompressionModel, MeanScaleHyperprior, ScaleHyperprior
 
 from percept.errors import CodecError, WeightsUnavailable
 
-# Architecture names used in configs -> CompressAI classes (Balle et al. 2018 scale hyperprior;
-# Minnen et al. 2018 mean-scale hyperprior without the autoregressive context model).
-ARCHITECTURES: dict[str, type[CompressionModel]] = {
-    "mean-scale-hyperprior": MeanScaleHyperprior,
-    "scale-hyperprior": ScaleHyperprior,
+if TYPE_CHECKING:
+    from compressai.models import CompressionModel
+
+# Architecture names used in configs -> classes of `compressai.models` (Balle et al. 2018 scale
+# hyperprior; Minnen et al. 2018 mean-scale hyperprior without the autoregressive context model).
+# Named, not imported: compressai takes seconds to import, and registering the codecs (which every
+# `percept decode` does, JPEG files included) must not pay for it.
+ARCHITECTURES: dict[str, str] = {
+    "mean-scale-hyperprior": "MeanScaleHyperprior",
+    "scale-hyperprior": "ScaleHyperprior",
 }
 
 METADATA_KEY = "percept-codec"
@@ -43,7 +48,10 @@ def build_model(architecture: str, N: int, M: int) -> CompressionModel:
         raise ValueError(
             f"unknown codec architecture {architecture!r}: choose from {', '.join(ARCHITECTURES)}"
         )
-    return ARCHITECTURES[architecture](N=N, M=M)
+    from percept.codecs.registry import import_quietly
+
+    models = import_quietly("compressai.models")
+    return getattr(models, ARCHITECTURES[architecture])(N=N, M=M)
 
 
 def save_trained_codec(
