@@ -19,8 +19,11 @@ For each codec setting (name:quality,...):
      a pass whose interval holds zero is reported as "pass (within noise)".
 A codec whose weights are missing is reported as skipped, with the reason.
 
-`--consistency` (JPEG settings) projects every enhanced output into its file's quantisation cells
-(`percept.codecs.jpeg_consistency`), at the plain enhancer's sigma.
+`--consistency` (JPEG settings) projects the sampler's every clean-image estimate and the output
+into the file's quantisation cells (`percept.codecs.jpeg_consistency`, `enhance(project=...)`); its
+sigma is the table's `<preset>+consistency` entry, calibrated to double the MSE with the projection
+(step 1 with `--consistency`; `--recalibrate --store` refreshes it), or with `--sigma-mode
+signalled` each image's own sigma calibrated with the projection (`percept encode --consistency`).
 
 `--sigma-mode signalled` replaces step 1 by the encoder-side rule (`percept.signalling`): each
 image's sigma is calibrated on that image to the MSE-doubling target and written into its file
@@ -58,6 +61,7 @@ def table_sigma_row(args, name, quality, codec, prior, kodak, state: dict):
         lookup_sigma,
         model_sha256,
         store_sigma,
+        table_preset,
     )
     from percept.sweeps import sigma_sweep
 
@@ -65,19 +69,21 @@ def table_sigma_row(args, name, quality, codec, prior, kodak, state: dict):
     try:
         if args.recalibrate:
             raise CalibrationMissing("recalibrate")
-        sigma = lookup_sigma(name, quality, args.prior, args.preset)
+        key_preset = table_preset(args.preset, args.consistency)
+        sigma = lookup_sigma(name, quality, args.prior, key_preset)
         calib_ratio = None
     except CalibrationMissing:
         if "calib" not in state:
             state["calib"] = calibration_images(args.calib_images, args.calib_crop)
         calib = state["calib"]
         sigma, history = calibrate_sigma(
-            codec, prior, calib, args.preset, seed=args.seed, tol=args.tol, return_history=True
-        )
+            codec, prior, calib, args.preset, seed=args.seed, tol=args.tol, return_history=True,
+            consistency=args.consistency,
+        )  # fmt: skip
         calib_ratio = min(history, key=lambda h: abs(h[1] - 2.0))[1]
         source = f"calibrated on {len(calib)} imagenet-sample val {args.calib_crop}px crops"
         if args.store:
-            store_sigma(name, quality, args.prior, args.preset, sigma, {
+            store_sigma(name, quality, args.prior, table_preset(args.preset, args.consistency), sigma, {
                 "mse_ratio_target": 2.0, "mse_ratio": calib_ratio, "images": len(calib),
                 "set": f"imagenet-sample val, top-left {args.calib_crop}x{args.calib_crop}",
                 "seed": args.seed, "tol": args.tol, "model_sha256": model_sha256(args.prior),
@@ -115,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--consistency",
         action="store_true",
-        help="JPEG settings only: project each enhanced output into its file's quantisation cells "
-        "(percept.codecs.jpeg_consistency) at the plain enhancer's sigma",
+        help="JPEG settings only: project every clean-image estimate and the output into the "
+        "file's quantisation cells (percept.codecs.jpeg_consistency), at the sigma calibrated "
+        "with the projection",
     )
     parser.add_argument("--calib-images", type=int, default=8)
     parser.add_argument("--calib-crop", type=int, default=256, help="side of the calibration crops")
@@ -148,10 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--crop must be full, cropN or centerN (e.g. crop256), got {args.crop!r}")
     if args.patches < 1:
         parser.error("--patches must be >= 1")
-    if args.consistency and (
-        args.sigma_mode != "table" or any(n != "jpeg" for n, _ in parse_settings(args.settings))
-    ):
-        parser.error("--consistency takes JPEG settings and --sigma-mode table")
+    if args.consistency and any(n != "jpeg" for n, _ in parse_settings(args.settings)):
+        parser.error("--consistency takes JPEG settings only")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -178,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             per_image, table = signalled_sweep(
                 kodak, codec, prior, args.prior, preset=args.preset, seed=args.seed,
                 bootstrap=args.bootstrap, patches_per_image=args.patches, progress=False,
+                consistency=args.consistency,
             )  # fmt: skip
             sigma = float(table.iloc[1]["sigma"])
             source = "signalled per image (median over images)"
@@ -232,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "enhancer_gate", "prior": args.prior, "preset": args.preset,
         "images": list(kodak), "crop": args.crop, "patches_per_image": args.patches,
         "seed": args.seed, "sigma_mode": args.sigma_mode, "consistency": args.consistency,
+        "projection": "every clean-image estimate and the output" if args.consistency else None,
         "rows": rows,
         "environment": environment(),
     }  # fmt: skip

@@ -124,3 +124,85 @@ def test_sigma_sweep_with_consistency_projects_every_output(crop, kodak_dir):
     _, consistent = sigma_sweep(images, get_codec("jpeg", 5), cm, [1.0], consistency=True, **kwargs)
     assert consistent.loc[0, "mse"] == pytest.approx(plain.loc[0, "mse"])  # the decode
     assert consistent.loc[1, "mse_ratio"] < plain.loc[1, "mse_ratio"]
+
+
+def _estimates(x_hat, model, preset, project, **kwargs):
+    """Every clean-image estimate the sampler reports, in [0,1]."""
+    from percept.enhancer import enhance
+
+    seen = []
+    y = enhance(
+        x_hat, model, 0.8, preset, generator=torch.Generator().manual_seed(0), project=project,
+        callback=lambda info: seen.append(((info["denoised"].float() + 1) / 2).clamp(0, 1)),
+        **kwargs,
+    )  # fmt: skip
+    return seen, y
+
+
+def test_the_projection_applies_to_every_estimate_of_a_multi_step_sampler(crop):
+    from percept.enhancer import load_prior
+
+    payload = get_codec("jpeg", 50).encode(crop)
+    cells, decoded = JpegCells(payload), get_codec("jpeg", 50).decode(payload)
+    prior = load_prior("percept-prior-s")
+    plain, _ = _estimates(decoded, prior, "medium", None, steps=3)
+    projected, y = _estimates(decoded, prior, "medium", cells.project, steps=3)
+    assert len(projected) == 3
+    # without the projection every estimate leaves the cells (5-6% of the luma coefficients by
+    # more than half a unit); with it none does
+    assert min((_outside(d, cells, 0) > 0.5).mean() for d in plain) > 0.03
+    assert max((_outside(d, cells, 0) > 0.5).mean() for d in [*projected, y]) < 0.001
+
+
+def test_enhance_image_projects_only_the_image_region_of_its_padded_input(kodak_dir):
+    from percept.enhancer import enhance_image, load_prior
+
+    x = load_image(kodak_dir / "kodim23.png")[0][..., 100:161, 200:275].contiguous()  # 61x75
+    payload = get_codec("jpeg", 10).encode(x)
+    cells, decoded = JpegCells(payload), get_codec("jpeg", 10).decode(payload)
+    y = enhance_image(
+        decoded, load_prior("percept-prior-s"), 0.8, "medium", steps=2, project=cells.project
+    )
+    assert y.shape == x.shape
+    assert (_outside(y, cells, 0) > 0.5).mean() < 0.001
+
+
+def test_calibration_with_the_projection_needs_a_larger_sigma(crop, kodak_dir):
+    from percept.calibrate import calibrate_sigma
+    from percept.enhancer import load_prior
+
+    cm = load_prior("percept-cm-s")
+    images = [crop[..., :32, :32], load_image(kodak_dir / "kodim01.png")[0][..., :32, :32]]
+    kwargs = {"mse_ratio": 1.3, "seed": 0, "tol": 0.01, "return_history": True}
+    codec = get_codec("jpeg", 50)
+    plain, _ = calibrate_sigma(codec, cm, images, "fast", **kwargs)
+    sigma, history = calibrate_sigma(codec, cm, images, "fast", consistency=True, **kwargs)
+    assert abs(dict(history)[sigma] - 1.3) <= 1.3 * 0.01 + 1e-9
+    assert sigma > 1.05 * plain  # the projection removes part of the error the noise adds
+    with pytest.raises(PerceptError, match="needs the codec"):
+        calibrate_sigma(None, cm, [(crop, crop)], "fast", consistency=True)
+
+
+def test_auto_sigma_with_the_projection_uses_its_own_table_entry(crop, tmp_path, monkeypatch):
+    import percept.calibrate as calibrate
+    from percept.enhancer import enhance, load_prior
+
+    table = tmp_path / "calibration.json"
+    monkeypatch.setattr(calibrate, "table_path", lambda: table)
+    cm = load_prior("percept-cm-s")
+    payload = get_codec("jpeg", 10).encode(crop)
+    decoded, project = get_codec("jpeg", 10).decode(payload), projector_for("jpeg", payload)
+
+    def sigma_used():
+        seen = []
+        enhance(decoded, cm, "auto", "fast", codec="jpeg", quality=10, prior_name="percept-cm-s",
+                project=project, callback=lambda info: seen.append(info["sigma"]))  # fmt: skip
+        return seen[0]
+
+    calibrate.store_sigma("jpeg", 10, "percept-cm-s", "fast", 0.5, {})
+    with pytest.warns(RuntimeWarning, match="--preset fast --consistency"):
+        assert sigma_used() == pytest.approx(0.5)
+    calibrate.store_sigma(
+        "jpeg", 10, "percept-cm-s", calibrate.table_preset("fast", True), 0.75, {}
+    )
+    assert sigma_used() == pytest.approx(0.75)

@@ -71,6 +71,14 @@ def test_the_decoder_reproduces_the_encoders_ratio(crop, tmp_path, capsys):
     y4 = load_image(other)[0].double()
     assert not torch.equal(y4, y)
 
+    # the signalled sigma was calibrated without the projection: --consistency does not use it
+    # (and JPEG q10 has no table entry here, so the decode stops and says what to run)
+    args = ["--enhance", "fast", "--prior", PRIOR, "--consistency"]
+    assert main(["decode", str(signalled), str(tmp_path / "c.png"), *args]) == 2
+    err = capsys.readouterr().err
+    assert "not for fast with prior" in err and "with consistency" in err
+    assert "no calibrated sigma" in err
+
 
 def test_resignalling_replaces_the_entry_for_that_setting_and_keeps_others(crop):
     codec = get_codec("jpeg", 10)
@@ -136,3 +144,32 @@ def test_signalled_sweep_reports_each_images_sigma_and_the_header_cost(crop, kod
     sigmas = per_image.loc[per_image["mode"] == "signalled", "sigma"]
     assert sigmas.nunique() == 2 and table.loc[1, "sigma"] == pytest.approx(sigmas.median())
     assert {"swd_gain_low", "swd_gain_high"} <= set(table.columns)
+
+
+def test_a_sigma_signalled_with_the_projection_serves_consistent_decodes_only(
+    crop, tmp_path, capsys
+):
+    src, out = tmp_path / "x.png", tmp_path / "c.prcp"
+    save_png(crop, src)
+    args = ["--signal-sigma", "fast", "--prior", PRIOR, "--consistency", "--target-ratio", "1.5"]
+    assert main(["encode", str(src), str(out), "--codec", "jpeg", "--quality", "30", *args]) == 0
+    capsys.readouterr()
+    (entry,) = unpack(out.read_bytes()).params["enhance"]
+    assert entry["consistency"] is True and entry["target"] == 1.5
+
+    y_path, d_path = tmp_path / "y.png", tmp_path / "d.png"
+    dec = ["--enhance", "fast", "--prior", PRIOR]
+    assert main(["decode", str(out), str(y_path), *dec, "--consistency"]) == 0
+    assert "signalled in the file" in capsys.readouterr().err
+    assert main(["decode", str(out), str(d_path)]) == 0
+    x, y, d = (load_image(p)[0].double() for p in (src, y_path, d_path))
+    assert float(((y - x) ** 2).sum() / ((d - x) ** 2).sum()) == pytest.approx(1.5, abs=0.05)
+    # a plain decode does not take a sigma calibrated with the projection (q30 has a table entry)
+    assert main(["decode", str(out), str(tmp_path / "p.png"), *dec]) == 0
+    assert "with consistency, not for fast" in capsys.readouterr().err
+
+    webp = tmp_path / "w.prcp"
+    assert main(["encode", str(src), str(webp), "--codec", "webp", "--quality", "30", *args]) == 2
+    assert "needs a JPEG file" in capsys.readouterr().err
+    assert main(["encode", str(src), str(webp), "--consistency"]) == 2
+    assert "go with --signal-sigma" in capsys.readouterr().err

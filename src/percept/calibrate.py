@@ -45,6 +45,15 @@ def calibration_key(codec: str, quality: int | None, prior: str, preset: str) ->
     return f"{codec}/q{quality}/{prior}/{preset}"
 
 
+CONSISTENCY_SUFFIX = "+consistency"
+
+
+def table_preset(preset: str, consistency: bool = False) -> str:
+    """The preset part of a table key: `medium`, or `medium+consistency` for the sigma calibrated
+    with the JPEG consistency projection (it lowers the MSE, so the rule lands at a larger sigma)."""
+    return preset + CONSISTENCY_SUFFIX if consistency else preset
+
+
 def _read(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"version": 1, "entries": {}}
 
@@ -108,9 +117,10 @@ def lookup_sigma(
     entry was calibrated on other weights than those `prior` names now)."""
     table = _read(Path(path) if path is not None else table_path())
     key = calibration_key(codec, quality, prior, preset)
+    base, projected = preset.removesuffix(CONSISTENCY_SUFFIX), preset.endswith(CONSISTENCY_SUFFIX)
     command = (
         f"`python -m percept.calibrate --codec {codec} --quality {quality} --prior {prior} "
-        f"--preset {preset}`"
+        f"--preset {base}{' --consistency' if projected else ''}`"
     )
     if key not in table["entries"]:
         raise CalibrationMissing(
@@ -143,6 +153,19 @@ def _sse(a: Tensor, b: Tensor) -> float:
 def decode_pairs(codec, images: Iterable[Tensor]) -> list[tuple[Tensor, Tensor]]:
     """(source, decoded) for each image [1,3,H,W] through the codec's real bytes."""
     return [(x, codec.decode(codec.encode(x))) for x in images]
+
+
+def decode_projected(codec, images: Iterable[Tensor]) -> tuple[list, list]:
+    """(pairs as `decode_pairs`, each file's JPEG consistency projection) through real files."""
+    from percept.codecs.jpeg_consistency import projector_for
+    from percept.container import decode_file, encode_image
+
+    pairs, projections = [], []
+    for x in images:
+        x_hat, record = decode_file(encode_image(x, codec))
+        pairs.append((x, x_hat))
+        projections.append(projector_for(record.codec, record.payload))
+    return pairs, projections
 
 
 def bisect_log_sigma(
@@ -197,20 +220,28 @@ def calibrate_sigma(
     steps: int | None = None,
     progress: bool = False,
     return_history: bool = False,
+    consistency: bool = False,
     **enhance_kwargs,
 ):
     """The sigma where MSE(enhance(decoded), source) = mse_ratio * MSE(decoded, source) (eq. 3, 14).
 
     codec: anything with encode/decode (real bytes), applied to each image [1,3,H,W] in `images`;
     or None, and `images` is a sequence of (source, decoded) pairs, each [B,C,H,W] (batches are
-    fine). Squared errors are pooled over all pixels of the set.
+    fine). Squared errors are pooled over all pixels of the set. `consistency` (JPEG, needs a
+    codec): every enhancement uses its file's consistency projection (`enhance(project=...)`).
     Every trial draws image j's noise from the j-th seed derived from `seed` (common random numbers). Returns sigma (float), or
     (sigma, [(sigma, ratio), ...]) with return_history=True.
     """
     from percept.enhancer import enhance
     from percept.samplers import per_image_generators
 
-    pairs = list(images) if codec is None else decode_pairs(codec, images)
+    projections = None
+    if consistency:
+        if codec is None:
+            raise PerceptError("calibrate_sigma: consistency needs the codec (its files' cells)")
+        pairs, projections = decode_projected(codec, images)
+    else:
+        pairs = list(images) if codec is None else decode_pairs(codec, images)
     if not pairs:
         raise PerceptError("calibrate_sigma needs at least one image")
     base = sum(_sse(d, x) for x, d in pairs)
@@ -226,8 +257,12 @@ def calibrate_sigma(
         # ratio is a smooth function of sigma) but independent noise across images.
         gens = per_image_generators(torch.Generator().manual_seed(seed), n_images)
         total, k = 0.0, 0
-        for x, d in tqdm(pairs, desc=f"sigma {sigma:.4g}", disable=not progress, leave=False):
+        for j, (x, d) in enumerate(
+            tqdm(pairs, desc=f"sigma {sigma:.4g}", disable=not progress, leave=False)
+        ):
             b = d.shape[0]
+            if projections is not None:
+                enhance_kwargs["project"] = projections[j]
             y = enhance(
                 d, denoiser, sigma, preset, steps=steps, generator=gens[k : k + b], **enhance_kwargs
             )
@@ -308,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
         "--images", type=int, default=16, help="imagenet-sample val images (256x256 crops)"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--consistency",
+        action="store_true",
+        help="JPEG: calibrate with the consistency projection (table key <preset>+consistency)",
+    )
     args = p.parse_args(argv)
 
     from percept.codecs import get_codec
@@ -324,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         progress=True,
         return_history=True,
+        consistency=args.consistency,
     )
     ratio = min(history, key=lambda h: abs(h[1] - args.mse_ratio))[1]
     info = {
@@ -334,9 +375,10 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "model_sha256": model_sha256(args.prior),
     }
-    store_sigma(args.codec, args.quality, args.prior, args.preset, sigma, info)
+    preset = table_preset(args.preset, args.consistency)
+    store_sigma(args.codec, args.quality, args.prior, preset, sigma, info)
     print(
-        f"{calibration_key(args.codec, args.quality, args.prior, args.preset)}: sigma {sigma:.4f} (ratio {ratio:.3f})"
+        f"{calibration_key(args.codec, args.quality, args.prior, preset)}: sigma {sigma:.4f} (ratio {ratio:.3f})"
     )
     return 0
 

@@ -99,11 +99,17 @@ def encode(argv: list[str]) -> int:
         default=2.0,
         help="enhanced MSE over decoded MSE to aim at (--signal-sigma; the paper's rule: 2)",
     )
+    p.add_argument(
+        "--consistency",
+        action="store_true",
+        help="JPEG, with --signal-sigma: calibrate for `percept decode --consistency` (the JPEG "
+        "consistency projection at every step)",
+    )
     args = p.parse_args(argv)
     if args.signal_sigma is not None and not args.prior:
         p.error("--signal-sigma needs --prior NAME_OR_PATH")
-    if args.signal_sigma is None and (args.prior or args.steps is not None):
-        p.error("--prior and --steps go with --signal-sigma")
+    if args.signal_sigma is None and (args.prior or args.steps is not None or args.consistency):
+        p.error("--prior, --steps and --consistency go with --signal-sigma")
     if args.target_ratio <= 1.0:
         p.error("--target-ratio must be above 1 (the enhancer adds distortion)")
 
@@ -127,6 +133,7 @@ def encode(argv: list[str]) -> int:
         data, entry = signal_sigma(
             data, x, args.prior, args.signal_sigma, seed=args.seed, steps=args.steps,
             target=args.target_ratio, codec_options=options, progress=True,
+            consistency=args.consistency,
         )  # fmt: skip
         signalled = (
             f"; signalled sigma {entry['sigma']:g} for {entry['preset']} "
@@ -169,8 +176,9 @@ def decode(argv: list[str]) -> int:
     p.add_argument(
         "--consistency",
         action="store_true",
-        help="with --enhance on a JPEG file: move the output back into the file's quantisation "
-        "cells (luma; chroma too when not subsampled), so it stays consistent with the bitstream",
+        help="with --enhance on a JPEG file: keep every step's estimate and the output inside the "
+        "file's quantisation cells (luma; chroma too when not subsampled), so the result is "
+        "consistent with the bitstream; --sigma auto then uses the sigma calibrated with it",
     )
     args = p.parse_args(argv)
     if args.consistency and args.enhance is None:

@@ -110,9 +110,8 @@ def _outputs(x_hat, t_dec, parsed, methods, models, config, image, codec, qualit
     models: (prior, consistency model or None); a fast preset runs on the consistency model.
     payload: the codec's bitstream (a consistent method projects into its JPEG cells)."""
     from percept.codecs.jpeg_consistency import projector_for
-    from percept.enhancer import PAD_MULTIPLE, enhance
+    from percept.enhancer import enhance_image
     from percept.interpolate import interpolate
-    from percept.tiling import pad_to_multiple
 
     outs: dict[str, tuple[torch.Tensor, float]] = {}
     first_enhanced = next((m for m, p in zip(methods, parsed) if p[0] == "enhance"), None)
@@ -121,22 +120,18 @@ def _outputs(x_hat, t_dec, parsed, methods, models, config, image, codec, qualit
         if p[0] == "decode":
             y, extra = x_hat, 0.0
         elif p[0] == "enhance":
-            h, w = x_hat.shape[-2:]
-            gen = _seed_for(config["seed"], image, codec, quality, method)
-            x_in = pad_to_multiple(x_hat, PAD_MULTIPLE)[0]
             cm = _uses_cm(p) and models[1] is not None
-            y = enhance(
-                x_in,
+            y = enhance_image(
+                x_hat,
                 models[1] if cm else models[0],
                 p[2],
                 p[1],
-                generator=gen,
+                generator=_seed_for(config["seed"], image, codec, quality, method),
                 codec=codec,
                 quality=quality,
                 prior_name=config["consistency_model"] if cm else config["prior"],
-            )[..., :h, :w]
-            if p[3]:
-                y = projector_for(codec, payload)(y)
+                project=projector_for(codec, payload) if p[3] else None,
+            )
             extra = time.perf_counter() - start
         else:
             enhanced, t_enh = outs[first_enhanced]

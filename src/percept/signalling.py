@@ -11,7 +11,8 @@ and signal it in the file's header (tens of bytes, counted in bpp like every hea
                  "sigma": 0.1963}, ...]
 
 plus "seed", "target" (the MSE ratio aimed at) and "steps" where they are not 0, 2.0 and the
-preset's own: 55-75 bytes, about 0.009 bpp on a 256x256 crop and 0.0015 bpp on a Kodak image.
+preset's own, and "consistency": true when the sigma was calibrated with the JPEG consistency
+projection (`percept decode --consistency` uses only such entries, plain decodes only others): 55-75 bytes, about 0.009 bpp on a 256x256 crop and 0.0015 bpp on a Kodak image.
 `percept decode --enhance P --prior NAME --sigma auto` uses the entry whose preset, prior and steps
 match, with its seed, and says so; without one it falls back to the calibration table. An entry
 for other prior weights is never applied.
@@ -54,15 +55,18 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _same_setting(entry: dict, preset: str, prior: str, steps: int | None) -> bool:
-    return (entry.get("preset"), entry.get("prior"), entry.get("steps")) == (preset, prior, steps)
+def _same_setting(
+    entry: dict, preset: str, prior: str, steps: int | None, consistency: bool = False
+) -> bool:
+    setting = (entry.get("preset"), entry.get("prior"), entry.get("steps"))
+    return setting == (preset, prior, steps) and bool(entry.get("consistency")) == consistency
 
 
 def signalled_entry(
-    record, preset: str, prior: str, steps: int | None = None
+    record, preset: str, prior: str, steps: int | None = None, consistency: bool = False
 ) -> tuple[dict | None, str | None]:
-    """(entry, None) when the file signals a sigma for this preset, prior and steps; else (None,
-    why not) -- why is None when the file signals nothing at all."""
+    """(entry, None) when the file signals a sigma for this preset, prior, steps and use of the
+    consistency projection; else (None, why not) -- why is None when the file signals nothing."""
     entries = _entries(record.params)
     if not entries:
         return None, None
@@ -71,17 +75,22 @@ def signalled_entry(
     except PerceptError:
         return None, f"the file signals a sigma, but {prior!r} has no recorded sha256 to match"
     for entry in entries:
-        if _same_setting(entry, preset, pid, steps):
+        if _same_setting(entry, preset, pid, steps, consistency):
             sigma, seed = entry.get("sigma"), entry.get("seed", 0)
             if not _number(sigma) or not 0 < sigma < math.inf:
                 raise PerceptError(f"corrupted header: signalled sigma {sigma!r} is not positive")
             if not _number(seed) or not isinstance(seed, int) or seed < 0:
                 raise PerceptError(f"corrupted header: signalled seed {seed!r} is not a seed")
             return {**entry, "seed": seed, "target": entry.get("target", 2.0)}, None
-    have = ", ".join(f"{e.get('preset')}/prior {e.get('prior')}" for e in entries)
+    have = ", ".join(
+        f"{e.get('preset')}/prior {e.get('prior')}"
+        + (" with consistency" if e.get("consistency") else "")
+        for e in entries
+    )
     return None, (
         f"the file signals a sigma for {have}, not for {preset} with prior {pid} ({prior})"
         + (f" and {steps} steps" if steps else "")
+        + (" with consistency" if consistency else "")
     )
 
 
@@ -98,12 +107,15 @@ def signal_sigma(
     denoiser=None,
     codec_options: dict | None = None,
     progress: bool = False,
+    consistency: bool = False,
 ) -> tuple[bytes, dict]:
     """Calibrate sigma on this image (the original `x`, [1,3,H,W] in [0,1]) for decoding `data` (a
     percept file) with `preset` and `prior`, and return (the file with the entry added, the entry
     with the MSE ratio it reaches). An entry for the same preset, prior and steps is replaced;
     others are kept. `denoiser` is the loaded prior when the caller has it already; `progress`
-    shows a bar over the bisection's trials (each one a full enhancement of the image)."""
+    shows a bar over the bisection's trials (each one a full enhancement of the image).
+    `consistency` (JPEG files): calibrate with the consistency projection, as `percept decode
+    --consistency` runs it; the entry says so."""
     from percept.calibrate import sigma_for_image
     from percept.codecs import get_codec
     from percept.container import decode_file, pack
@@ -118,6 +130,11 @@ def signal_sigma(
             f"the original is {x.shape[-2]}x{x.shape[-1]} but the file holds a "
             f"{record.height}x{record.width} image"
         )
+    project = None
+    if consistency:
+        from percept.codecs.jpeg_consistency import projector_for
+
+        project = projector_for(record.codec, record.payload)
     if denoiser is None:
         denoiser = load_enhancer_prior(prior)
     operator = None
@@ -130,8 +147,9 @@ def signal_sigma(
     def run(sigma: float) -> Tensor:
         bar.set_postfix(sigma=f"{sigma:g}")
         y = enhance_image(
-            x_hat, denoiser, sigma, p, seed=seed, steps=steps, operator=operator, prior_name=prior
-        )
+            x_hat, denoiser, sigma, p, seed=seed, steps=steps, operator=operator, prior_name=prior,
+            project=project,
+        )  # fmt: skip
         bar.update()
         return y
 
@@ -144,11 +162,12 @@ def signal_sigma(
         ("seed", int(seed), 0),
         ("target", target, 2.0),
         ("steps", steps, None),
+        ("consistency", bool(consistency), False),
     ):
         if value != default:
             entry[key] = value
     params = dict(record.params)
-    kept = [e for e in _entries(params) if not _same_setting(e, p.name, pid, steps)]
+    kept = [e for e in _entries(params) if not _same_setting(e, p.name, pid, steps, consistency)]
     params[HEADER_KEY] = kept + [entry]
     out = pack(record.codec, params, record.height, record.width, record.payload)
     return out, {"seed": int(seed), "target": target, **entry, "mse_ratio": ratio}

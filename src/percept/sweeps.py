@@ -142,14 +142,17 @@ def signalled_sweep(
     bootstrap: int = 0,
     patches_per_image: int = 128,
     progress: bool = True,
+    consistency: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The enhancer at each image's own sigma, signalled by the encoder (`percept.signalling`):
     every image is encoded, its sigma calibrated to `target` on it and written into the file, and
-    the file decoded and enhanced as `percept decode --sigma auto` does (image i with seed + i).
+    the file decoded and enhanced as `percept decode --sigma auto` does (image i with seed + i);
+    with `consistency` (JPEG), calibrated and enhanced with the consistency projection.
 
     Returns (per-image rows with each image's `sigma`, a two-row summary like `sigma_sweep`'s with
     `mode` "decode" and "signalled"; the signalled row's bpp counts the header entry, its `sigma`
     is the median over images)."""
+    from percept.codecs.jpeg_consistency import projector_for
     from percept.container import bpp
     from percept.enhancer import enhance_image
     from percept.signalling import signal_sigma, signalled_entry
@@ -162,10 +165,14 @@ def signalled_sweep(
     for i, x in enumerate(tqdm(originals, desc="signal + enhance", disable=not progress)):
         plain = encode_image(x, codec)
         data, _ = signal_sigma(plain, x, prior, preset, seed=seed + i, target=target,
-                               denoiser=denoiser)  # fmt: skip
+                               denoiser=denoiser, consistency=consistency)  # fmt: skip
         x_hat, record = decode_file(data)  # the same payload as `plain`: the same decode
-        entry, _ = signalled_entry(record, preset, prior)
-        y = quantize(enhance_image(x_hat, denoiser, entry["sigma"], preset, seed=entry["seed"]))
+        entry, _ = signalled_entry(record, preset, prior, consistency=consistency)
+        project = projector_for(record.codec, record.payload) if consistency else None
+        y = enhance_image(
+            x_hat, denoiser, entry["sigma"], preset, seed=entry["seed"], project=project
+        )
+        y = quantize(y)
         decoded.append(x_hat)
         outputs.append(y)
         sigmas.append(entry["sigma"])

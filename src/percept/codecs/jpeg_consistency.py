@@ -114,7 +114,7 @@ class JpegCells:
             coef = np.clip(coef, self.centres[c] - half, self.centres[c] + half)
             ycc[: self.h8, : self.w8, c] = _block_dct(coef, inverse=True) + 128
         rgb = np.clip(_to_rgb(ycc) / 255.0, 0.0, 1.0)
-        return torch.from_numpy(rgb).permute(2, 0, 1)[None].to(x.dtype)
+        return torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device=x.device, dtype=x.dtype)
 
 
 def project_jpeg(x: torch.Tensor, payload: bytes) -> torch.Tensor:
