@@ -140,7 +140,7 @@ def _estimates(x_hat, model, preset, project, **kwargs):
 
 
 def test_the_projection_applies_to_every_estimate_of_a_multi_step_sampler(crop):
-    from percept.enhancer import load_prior
+    from percept.enhancer import enhance, load_prior
 
     payload = get_codec("jpeg", 50).encode(crop)
     cells, decoded = JpegCells(payload), get_codec("jpeg", 50).decode(payload)
@@ -148,6 +148,8 @@ def test_the_projection_applies_to_every_estimate_of_a_multi_step_sampler(crop):
     plain, _ = _estimates(decoded, prior, "medium", None, steps=3)
     projected, y = _estimates(decoded, prior, "medium", cells.project, steps=3)
     assert len(projected) == 3
+    with pytest.raises(PerceptError, match="DPS"):
+        enhance(decoded, prior, 0.8, "slow", operator=lambda d: d, project=cells.project)
     # without the projection every estimate leaves the cells (5-6% of the luma coefficients by
     # more than half a unit); with it none does
     assert min((_outside(d, cells, 0) > 0.5).mean() for d in plain) > 0.03

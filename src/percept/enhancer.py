@@ -144,6 +144,11 @@ def enhance(
     if p.sampler == "dps" and operator is None and codec is not None and not isinstance(codec, str):
         operator = operator_for_codec(codec)
     check_preset(p, denoiser, has_operator=operator is not None)
+    if project is not None and p.sampler == "dps":
+        raise PerceptError(
+            "a projection does not go with DPS (preset slow): its gradient would pass through it; "
+            "use another preset"
+        )
     if x_hat.ndim != 4:
         raise PerceptError(f"x_hat must be [B,C,H,W], got shape {tuple(x_hat.shape)}")
     if sigma == 0:
