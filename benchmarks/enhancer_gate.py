@@ -180,11 +180,16 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"codec": name, "quality": quality, "skipped": str(exc)})
             continue
         if args.sigma_mode == "signalled":
-            per_image, table = signalled_sweep(
-                kodak, codec, prior, args.prior, preset=args.preset, seed=args.seed,
-                bootstrap=args.bootstrap, patches_per_image=args.patches, progress=False,
-                consistency=args.consistency,
-            )  # fmt: skip
+            try:
+                per_image, table = signalled_sweep(
+                    kodak, codec, prior, args.prior, preset=args.preset, seed=args.seed,
+                    bootstrap=args.bootstrap, patches_per_image=args.patches, progress=False,
+                    consistency=args.consistency,
+                )  # fmt: skip
+            except PerceptError as exc:  # e.g. an image whose MSE cannot double: a FAIL, said why
+                print(f"{name} q{quality}: gate FAIL ({exc})", flush=True)
+                rows.append({"codec": name, "quality": quality, "failed": str(exc)})
+                continue
             sigma = float(table.iloc[1]["sigma"])
             source = "signalled per image (median over images)"
             calib_ratio = None

@@ -74,7 +74,8 @@ def test_the_decoder_reproduces_the_encoders_ratio(crop, tmp_path, capsys):
     # the signalled sigma was calibrated without the projection: --consistency does not use it
     # (and JPEG q10 has no table entry here, so the decode stops and says what to run)
     args = ["--enhance", "fast", "--prior", PRIOR, "--consistency"]
-    assert main(["decode", str(signalled), str(tmp_path / "c.png"), *args]) == 2
+    with pytest.warns(RuntimeWarning, match=r"fast\+consistency"):
+        assert main(["decode", str(signalled), str(tmp_path / "c.png"), *args]) == 2
     err = capsys.readouterr().err
     assert "not for fast with prior" in err and "with consistency" in err
     assert "no calibrated sigma" in err
