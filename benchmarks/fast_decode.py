@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         if p in precisions:
             result["by_precision"][p] = r
         else:
-            result["contiguous" if p.endswith("contiguous") else "system_allocator"] = r
+            result[p.split(" ", 1)[1].replace(" ", "_")] = r  # contiguous, system_allocator
         print(
             f"{kind} [{p}], {args.image} {x.shape[-1]}x{x.shape[-2]}, {args.codec} q{args.quality}, "
             f"{result['threads']} threads: median {r['median_s']:.2f} s (min {r['min_s']:.2f}, "
@@ -155,23 +155,26 @@ def main(argv: list[str] | None = None) -> int:
             f"differ by at most {result['bf16_vs_fp32_max_abs_255']:.2f}/255 "
             f"(mean {result['bf16_vs_fp32_mean_abs_255']:.3f}/255)"
         )
-    if args.layout == "both":
+
+    def versus(variant: str, key: str) -> tuple[float, float]:
+        """(how many times faster the first precision's default run is than `variant`, stored
+        under `key`; the largest difference between their outputs, 0..255)."""
         first = precisions[0]
-        result["speedup_layout"] = result["contiguous"]["median_s"] / by[first]["median_s"]
-        diff = (outputs[first] - outputs[f"{first} contiguous"]).abs() * 255
-        result["layout_max_abs_255"] = float(diff.max())
+        result[key] = result[variant.replace(" ", "_")]["median_s"] / by[first]["median_s"]
+        diff = (outputs[first] - outputs[f"{first} {variant}"]).abs() * 255
+        return result[key], float(diff.max())
+
+    if args.layout == "both":
+        speedup, result["layout_max_abs_255"] = versus("contiguous", "speedup_layout")
         print(
-            f"{first}: the default layout is {result['speedup_layout']:.2f}x faster than contiguous "
+            f"{precisions[0]}: the default layout is {speedup:.2f}x faster than contiguous "
             f"tensors (side by side); outputs differ by at most {result['layout_max_abs_255']:.3f}/255"
         )
     if args.allocator == "both":
-        first = precisions[0]
-        result["speedup_allocator"] = result["system_allocator"]["median_s"] / by[first]["median_s"]
-        diff = (outputs[first] - outputs[f"{first} system allocator"]).abs() * 255
+        speedup, max_diff = versus("system allocator", "speedup_allocator")
         print(
-            f"{first}: reusing freed memory is {result['speedup_allocator']:.2f}x faster than "
-            f"glibc's default thresholds (side by side); outputs differ by at most "
-            f"{float(diff.max()):.3f}/255"
+            f"{precisions[0]}: reusing freed memory is {speedup:.2f}x faster than glibc's default "
+            f"thresholds (side by side); outputs differ by at most {max_diff:.3f}/255"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
