@@ -157,15 +157,10 @@ def decode_pairs(codec, images: Iterable[Tensor]) -> list[tuple[Tensor, Tensor]]
 
 def decode_projected(codec, images: Iterable[Tensor]) -> tuple[list, list]:
     """(pairs as `decode_pairs`, each file's JPEG consistency projection) through real files."""
-    from percept.codecs.jpeg_consistency import projector_for
-    from percept.container import decode_file, encode_image
+    from percept.sweeps import _decode_all
 
-    pairs, projections = [], []
-    for x in images:
-        x_hat, record = decode_file(encode_image(x, codec))
-        pairs.append((x, x_hat))
-        projections.append(projector_for(record.codec, record.payload))
-    return pairs, projections
+    _, originals, decoded, _, projections = _decode_all(dict(enumerate(images)), codec, True)
+    return list(zip(originals, decoded)), projections
 
 
 def bisect_log_sigma(
