@@ -11,6 +11,7 @@ from percept.codecs import get_codec
 from percept.codecs.jpeg_consistency import (
     JpegCells,
     _block_dct,
+    _to_rgb,
     _to_ycc,
     project_jpeg,
     projector_for,
@@ -67,6 +68,35 @@ def test_projection_keeps_the_decode_and_pulls_a_noisy_image_into_the_cells(
     if subsampling == "4:2:0":  # chroma is left as it was (but where RGB clipping moved it)
         moved = np.abs(_planes(projected)[..., 1:] - _planes(noisy)[..., 1:]) > 1.0
         assert moved.mean() < 0.02
+
+
+def _numpy_projection(x: torch.Tensor, cells: JpegCells) -> torch.Tensor:
+    """The projection written plainly in numpy: the reference the torch version must match."""
+    ycc = _planes(x)
+    for c in cells.planes:
+        coef = _block_dct(ycc[: cells.h8, : cells.w8, c] - 128)
+        half = cells.steps[c] / 2
+        coef = np.clip(coef, cells.centres[c] - half, cells.centres[c] + half)
+        ycc[: cells.h8, : cells.w8, c] = _block_dct(coef, inverse=True) + 128
+    return torch.from_numpy(np.clip(_to_rgb(ycc) / 255.0, 0, 1)).permute(2, 0, 1)[None]
+
+
+@pytest.mark.parametrize("subsampling", ["4:2:0", "4:4:4"])
+def test_the_torch_projection_matches_the_numpy_reference(crop, subsampling):
+    codec = get_codec("jpeg", 20, subsampling=subsampling)
+    payload = codec.encode(crop)
+    cells = JpegCells(payload)
+    noisy = (
+        codec.decode(payload)
+        + 0.15 * torch.randn(crop.shape, generator=torch.Generator().manual_seed(1))
+    ).clamp(0, 1)
+    ref = _numpy_projection(noisy, cells)
+    got = cells.project(noisy.double())
+    assert got.dtype == torch.float64
+    assert float((got - ref).abs().max()) < 1e-9
+    got32 = cells.project(noisy.float())
+    assert got32.dtype == torch.float32 and float((got32.double() - ref).abs().max()) < 1e-6
+    assert float((got - noisy.double()).abs().max()) > 0.05  # it did move the image
 
 
 def test_partial_edge_blocks_are_left_alone(crop):

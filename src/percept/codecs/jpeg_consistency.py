@@ -58,6 +58,17 @@ def _to_rgb(ycc: np.ndarray) -> np.ndarray:
     return np.stack([y + 1.402 * cr, y - 0.344136286 * cb - 0.714136286 * cr, y + 1.772 * cb], -1)
 
 
+# The same conversions as 3x3 matrices (offsets of 128 on the chroma rows aside), for torch.
+_RGB2YCC = np.array(
+    [
+        [0.299, 0.587, 0.114],
+        [-0.168735892, -0.331264108, 0.5],
+        [0.5, -0.418687589, -0.081312411],
+    ]
+)
+_YCC2RGB = np.array([[1.0, 0.0, 1.402], [1.0, -0.344136286, -0.714136286], [1.0, 1.772, 0.0]])
+
+
 def _block_dct(plane: np.ndarray, inverse: bool = False) -> np.ndarray:
     """Blockwise 2D DCT of an [H, W] plane (H, W multiples of 8) as [H/8, W/8, 8, 8], or back."""
     if inverse:
@@ -97,8 +108,27 @@ class JpegCells:
             self.steps[c] = np.asarray(tables[layers[c][3]], dtype=np.float64).reshape(_B, _B)
             self.centres[c] = _block_dct(planes[: self.h8, : self.w8, c] - 128)
 
+    def _tensors(self, device: torch.device, dtype: torch.dtype) -> tuple:
+        """The DCT matrix, centres and steps as tensors on `device` (made once per device)."""
+        key = (str(device), dtype)
+        cache = self.__dict__.setdefault("_cache", {})
+        if key not in cache:
+
+            def as_t(a):
+                return torch.as_tensor(a, dtype=dtype, device=device)
+
+            cache[key] = (
+                as_t(_C),
+                {c: as_t(self.centres[c]) for c in self.planes},
+                {c: as_t(self.steps[c]) for c in self.planes},
+            )
+        return cache[key]
+
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        """x [1,3,H,W] in [0,1] (the decoded size) -> its projection onto the cells, in [0,1]."""
+        """x [1,3,H,W] in [0,1] (the decoded size) -> its projection onto the cells, in [0,1].
+
+        Runs in torch on x's device (float64 on the CPU, float32 elsewhere), so a CUDA sampler
+        projecting at every step never copies the image to the host."""
         if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
             raise PerceptError(f"project needs one RGB image [1,3,H,W], got {tuple(x.shape)}")
         if tuple(x.shape[-2:]) != (self.height, self.width):
@@ -107,14 +137,29 @@ class JpegCells:
             )
         if self.h8 == 0 or self.w8 == 0:
             return x.clone()
-        ycc = _to_ycc(x[0].permute(1, 2, 0).double().cpu().numpy() * 255.0)
+        work = torch.float64 if x.device.type == "cpu" else torch.float32
+        dct, centres, steps = self._tensors(x.device, work)
+        rgb = x[0].to(work) * 255.0
+        ycc = torch.einsum(
+            "ij,jhw->ihw", torch.as_tensor(_RGB2YCC, dtype=work, device=x.device), rgb
+        )
+        ycc = ycc + torch.tensor([0.0, 128.0, 128.0], dtype=work, device=x.device)[:, None, None]
+        nby, nbx = self.h8 // _B, self.w8 // _B
         for c in self.planes:
-            coef = _block_dct(ycc[: self.h8, : self.w8, c] - 128)
-            half = self.steps[c] / 2
-            coef = np.clip(coef, self.centres[c] - half, self.centres[c] + half)
-            ycc[: self.h8, : self.w8, c] = _block_dct(coef, inverse=True) + 128
-        rgb = np.clip(_to_rgb(ycc) / 255.0, 0.0, 1.0)
-        return torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device=x.device, dtype=x.dtype)
+            plane = ycc[c, : self.h8, : self.w8] - 128
+            blocks = plane.reshape(nby, _B, nbx, _B).permute(0, 2, 1, 3)
+            coef = torch.einsum("ik,abkl,jl->abij", dct, blocks, dct)
+            half = steps[c] / 2
+            coef = torch.minimum(torch.maximum(coef, centres[c] - half), centres[c] + half)
+            blocks = torch.einsum("ki,abkl,lj->abij", dct, coef, dct)
+            ycc[c, : self.h8, : self.w8] = (
+                blocks.permute(0, 2, 1, 3).reshape(self.h8, self.w8) + 128
+            )
+        ycc = ycc - torch.tensor([0.0, 128.0, 128.0], dtype=work, device=x.device)[:, None, None]
+        out = torch.einsum(
+            "ij,jhw->ihw", torch.as_tensor(_YCC2RGB, dtype=work, device=x.device), ycc
+        )
+        return (out / 255.0).clamp(0.0, 1.0)[None].to(dtype=x.dtype)
 
 
 def project_jpeg(x: torch.Tensor, payload: bytes) -> torch.Tensor:
