@@ -63,6 +63,7 @@ def table_sigma_row(args, name, quality, codec, prior, kodak, state: dict):
         store_sigma,
         table_preset,
     )
+    from percept.codecs.jpeg_consistency import PLANES
     from percept.sweeps import sigma_sweep
 
     source = "table"
@@ -87,6 +88,7 @@ def table_sigma_row(args, name, quality, codec, prior, kodak, state: dict):
                 "mse_ratio_target": 2.0, "mse_ratio": calib_ratio, "images": len(calib),
                 "set": f"imagenet-sample val, top-left {args.calib_crop}x{args.calib_crop}",
                 "seed": args.seed, "tol": args.tol, "model_sha256": model_sha256(args.prior),
+                **({"projection": PLANES} if args.consistency else {}),
             })  # fmt: skip
     _, table = sigma_sweep(
         kodak, codec, prior, [sigma], preset=args.preset, seed=args.seed, progress=False,
@@ -161,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     from percept.codecs import get_codec
+    from percept.codecs.jpeg_consistency import PLANES
     from percept.datasets import load_dataset
     from percept.enhancer import load_prior
     from percept.provenance import environment
@@ -195,9 +198,14 @@ def main(argv: list[str] | None = None) -> int:
             calib_ratio = None
             sigmas = [float(v) for v in per_image.loc[per_image["mode"] == "signalled", "sigma"]]
         else:
-            sigma, source, calib_ratio, table = table_sigma_row(
-                args, name, quality, codec, prior, kodak, state
-            )
+            try:
+                sigma, source, calib_ratio, table = table_sigma_row(
+                    args, name, quality, codec, prior, kodak, state
+                )
+            except PerceptError as exc:  # the calibration set's MSE cannot double: a FAIL too
+                print(f"{name} q{quality}: gate FAIL ({exc})", flush=True)
+                rows.append({"codec": name, "quality": quality, "failed": str(exc)})
+                continue
             sigmas = None
         dec, enh = table.iloc[0], table.iloc[1]
         row = {
@@ -239,11 +247,12 @@ def main(argv: list[str] | None = None) -> int:
             + f"; gate {verdict}",
             flush=True,
         )
+    projection = f"every clean-image estimate and the output; {PLANES}"
     result = {
         "benchmark": "enhancer_gate", "prior": args.prior, "preset": args.preset,
         "images": list(kodak), "crop": args.crop, "patches_per_image": args.patches,
         "seed": args.seed, "sigma_mode": args.sigma_mode, "consistency": args.consistency,
-        "projection": "every clean-image estimate and the output" if args.consistency else None,
+        "projection": projection if args.consistency else None,
         "rows": rows,
         "environment": environment(),
     }  # fmt: skip

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from percept.cli import main
 from percept.codecs import get_codec
 from percept.codecs.jpeg_consistency import (
     JpegCells,
     _block_dct,
+    _on_lattice,
     _to_rgb,
     _to_ycc,
     project_jpeg,
@@ -43,15 +47,29 @@ def test_the_block_dct_is_orthonormal_and_inverts():
     assert np.isclose((coef**2).sum(), (plane**2).sum())
 
 
-@pytest.mark.parametrize("subsampling, planes", [("4:2:0", [0]), ("4:4:4", [0, 1, 2])])
+def _means(plane: np.ndarray, cells: JpegCells) -> np.ndarray:
+    """A full-resolution chroma plane's 2x2 means over the region 4:2:0 cells cover."""
+    p = plane[: cells.h16, : cells.w16]
+    return p.reshape(cells.h16 // 2, 2, cells.w16 // 2, 2).mean(axis=(1, 3))
+
+
+def _outside_halved(x: torch.Tensor, cells: JpegCells, plane: int) -> np.ndarray:
+    coef = _block_dct(_means(_planes(x)[..., plane], cells) - 128)
+    return np.abs(coef - cells.centres[plane]) - cells.steps[plane] / 2
+
+
+@pytest.mark.parametrize(
+    "subsampling, planes, halved",
+    [("4:2:0", [0], [1, 2]), ("4:4:4", [0, 1, 2], []), ("4:2:2", [0], [])],
+)
 def test_projection_keeps_the_decode_and_pulls_a_noisy_image_into_the_cells(
-    crop, subsampling, planes
+    crop, subsampling, planes, halved
 ):
     codec = get_codec("jpeg", 50, subsampling=subsampling)
     payload = codec.encode(crop)
     decoded = codec.decode(payload)
     cells = JpegCells(payload)
-    assert cells.planes == planes
+    assert (cells.planes, cells.halved) == (planes, halved)
     # the decode sits at the cells' centres: projecting it changes nothing visible
     assert float((project_jpeg(decoded, payload) - decoded).abs().max()) < 1 / 255
     torch.manual_seed(0)
@@ -60,14 +78,43 @@ def test_projection_keeps_the_decode_and_pulls_a_noisy_image_into_the_cells(
     for c in planes:
         assert (_outside(noisy, cells, c) > 1).mean() > 0.05
         assert (_outside(projected, cells, c) > 1).mean() < 0.01  # RGB clipping aside
+    for c in halved:  # 4:2:0 chroma: the 2x2 means' coefficients are pinned
+        assert (_outside_halved(noisy, cells, c) > 1).mean() > 0.01
+        assert (_outside_halved(projected, cells, c) > 1).mean() < 0.002
     # the original lies in its cells, so the projection can only bring the planes closer to it
     for c in planes:
         before = ((_planes(noisy) - _planes(crop))[..., c] ** 2).mean()
         after = ((_planes(projected) - _planes(crop))[..., c] ** 2).mean()
         assert after < (0.8 if c == 0 else 0.95) * before
-    if subsampling == "4:2:0":  # chroma is left as it was (but where RGB clipping moved it)
+    # a colour cast moves chroma's DC out of its cells; the projection takes most of it back
+    cast = (decoded + torch.tensor([0.12, 0.0, -0.12])[:, None, None]).clamp(0, 1)
+    pulled = project_jpeg(cast, payload)
+    for c in halved:
+        err = [_means(_planes(v)[..., c] - _planes(crop)[..., c], cells) for v in (cast, pulled)]
+        assert (err[1] ** 2).mean() < 0.5 * (err[0] ** 2).mean()
+        # the change is the same on each 2x2 group: nothing finer than the file's chroma moves
+        change = _planes(pulled)[..., c] - _planes(cast)[..., c]
+        groups = change[: cells.h16, : cells.w16].reshape(cells.h16 // 2, 2, cells.w16 // 2, 2)
+        assert np.median(np.ptp(groups, axis=(1, 3))) < 1e-6
+    if subsampling == "4:2:2":  # chroma is left as it was (but where RGB clipping moved it)
         moved = np.abs(_planes(projected)[..., 1:] - _planes(noisy)[..., 1:]) > 1.0
         assert moved.mean() < 0.02
+
+
+def test_the_half_scale_decode_gives_the_stored_chroma_plane(crop):
+    """The 4:2:0 cells come from libjpeg's half-scale decode: its chroma's block DCT sits on the
+    quantisation lattice (the stored coefficients), its luma's does not (a rescaled plane), and
+    the lattice check tells them apart."""
+    payload = get_codec("jpeg", 50).encode(crop)
+    cells = JpegCells(payload)
+    for c in (1, 2):
+        index = cells.centres[c] / cells.steps[c]
+        assert np.abs(index - np.round(index)).max() < 0.3
+        assert _on_lattice(cells.centres[c], cells.steps[c])
+    with Image.open(io.BytesIO(payload)) as img:
+        img.draft("YCbCr", (32, 32))
+        luma = np.asarray(img, dtype=np.float64)[..., 0]
+    assert not _on_lattice(_block_dct(luma - 128), cells.steps[0] / 4)
 
 
 def _numpy_projection(x: torch.Tensor, cells: JpegCells) -> torch.Tensor:
@@ -78,6 +125,13 @@ def _numpy_projection(x: torch.Tensor, cells: JpegCells) -> torch.Tensor:
         half = cells.steps[c] / 2
         coef = np.clip(coef, cells.centres[c] - half, cells.centres[c] + half)
         ycc[: cells.h8, : cells.w8, c] = _block_dct(coef, inverse=True) + 128
+    for c in cells.halved:
+        means = _means(ycc[..., c], cells)
+        coef = _block_dct(means - 128)
+        half = cells.steps[c] / 2
+        coef = np.clip(coef, cells.centres[c] - half, cells.centres[c] + half)
+        change = _block_dct(coef, inverse=True) + 128 - means
+        ycc[: cells.h16, : cells.w16, c] += np.kron(change, np.ones((2, 2)))
     return torch.from_numpy(np.clip(_to_rgb(ycc) / 255.0, 0, 1)).permute(2, 0, 1)[None]
 
 

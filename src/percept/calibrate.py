@@ -370,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "model_sha256": model_sha256(args.prior),
     }
+    if args.consistency:
+        from percept.codecs.jpeg_consistency import PLANES
+
+        info["projection"] = PLANES
     preset = table_preset(args.preset, args.consistency)
     store_sigma(args.codec, args.quality, args.prior, preset, sigma, info)
     print(

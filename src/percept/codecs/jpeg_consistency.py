@@ -10,13 +10,18 @@ cell (a Euclidean projection, since the block DCT is orthonormal), which can onl
 closer to the original in every coefficient the file constrains (paper 1 gets a similar constraint
 for differentiable codecs from DPS in its slow preset; for JPEG it is exact and costs two DCTs).
 
-What is projected: the planes stored at full resolution. Luma always; chroma only when it is not
-subsampled (4:4:4): the decoder's chroma upsampling is not invertible, so 4:2:0 chroma is left as
-the enhancer made it. Partial blocks at the right and bottom edges (sizes not a multiple of 8) are
-left alone too: the encoder filled them with samples the decoder never sees. The cells are read
-from the decoded planes themselves (libjpeg's YCbCr output before colour conversion), whose block
-DCT is the dequantised coefficients up to the decoder's rounding (far below a step at the
-qualities where it matters).
+What is projected: every colour plane. Luma and unsubsampled (4:4:4) chroma directly. 4:2:0 chroma
+(Pillow's default) through the encoder's 2x2 mean: the file pins the DCT of the half-resolution
+chroma plane, so the projection moves that plane's coefficients into their cells and adds the
+change back to each 2x2 group of full-resolution samples (the least change that does it: the
+exact projection onto the images whose 2x2 chroma means lie in the cells). Other subsamplings
+(4:2:2, 4:1:1) leave chroma as the enhancer made it. Partial blocks at the right and bottom edges
+(sizes not a multiple of 8, or of 16 for 4:2:0 chroma) are left alone too: the encoder filled them
+with samples the decoder never sees. The cells are read from the decoded planes themselves
+(libjpeg's YCbCr output before colour conversion; 4:2:0 chroma from a half-scale decode, where
+libjpeg's IDCT gives the stored chroma plane before any upsampling), whose block DCT is the
+dequantised coefficients up to the decoder's rounding (far below a step at the qualities where it
+matters). Without the chroma cells a large sigma paints colour blotches over the file's colours.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ from PIL import Image
 from percept.errors import CodecError, PerceptError
 
 _B = 8
+
+# What the projection constrains, for records (results made before 4:2:0 chroma was projected say
+# nothing about planes, or name luma alone).
+PLANES = "luma and chroma cells (4:2:0 chroma through its 2x2 means)"
 
 
 def _dct_matrix(n: int = _B) -> np.ndarray:
@@ -81,8 +90,10 @@ def _block_dct(plane: np.ndarray, inverse: bool = False) -> np.ndarray:
 
 
 class JpegCells:
-    """The quantisation cells a JPEG payload pins down: per projected plane (0 = Y, 1 = Cb,
-    2 = Cr) the cell centres [H/8, W/8, 8, 8] and the steps [8, 8] (in 0..255 sample units)."""
+    """The quantisation cells a JPEG payload pins down. Per projected plane (0 = Y, 1 = Cb,
+    2 = Cr) the cell centres [H/8, W/8, 8, 8] and the steps [8, 8] (in 0..255 sample units);
+    `planes` lists the planes stored at full resolution, `halved` the 4:2:0 chroma planes (their
+    centres are [H/16, W/16, 8, 8], for the half-resolution plane)."""
 
     def __init__(self, payload: bytes):
         try:
@@ -97,16 +108,30 @@ class JpegCells:
                     )
                 img.draft("YCbCr", img.size)
                 planes = np.asarray(img, dtype=np.float64)
+            self.height, self.width = planes.shape[:2]
+            self.h8, self.w8 = self.height // _B * _B, self.width // _B * _B
+            self.h16, self.w16 = self.height // 16 * 16, self.width // 16 * 16
+            luma = layers[0][1:3]
+            self.planes = [c for c in range(3) if c == 0 or layers[c][1:3] == luma]
+            halved = [c for c in (1, 2) if luma == (2, 2) and layers[c][1:3] == (1, 1)]
+            if not (self.h16 and self.w16):
+                halved = []
+            self.centres, self.steps = {}, {}
+            for c in (*self.planes, *halved):
+                self.steps[c] = np.asarray(tables[layers[c][3]], dtype=np.float64).reshape(_B, _B)
+            for c in self.planes:
+                self.centres[c] = _block_dct(planes[: self.h8, : self.w8, c] - 128)
+            if halved:
+                with Image.open(io.BytesIO(payload)) as img:
+                    img.draft("YCbCr", (self.width // 2, self.height // 2))
+                    half = np.asarray(img, dtype=np.float64)
+                for c in halved:
+                    coef = _block_dct(half[: self.h16 // 2, : self.w16 // 2, c] - 128)
+                    if _on_lattice(coef, self.steps[c]):
+                        self.centres[c] = coef
+            self.halved = [c for c in halved if c in self.centres]
         except (OSError, ValueError, SyntaxError) as exc:
             raise CodecError(f"the JPEG payload cannot be read: {exc}") from None
-        self.height, self.width = planes.shape[:2]
-        self.h8, self.w8 = self.height // _B * _B, self.width // _B * _B
-        luma_sampling = layers[0][1:3]
-        self.planes = [c for c in range(3) if c == 0 or layers[c][1:3] == luma_sampling]
-        self.centres, self.steps = {}, {}
-        for c in self.planes:
-            self.steps[c] = np.asarray(tables[layers[c][3]], dtype=np.float64).reshape(_B, _B)
-            self.centres[c] = _block_dct(planes[: self.h8, : self.w8, c] - 128)
 
     def _tensors(self, device: torch.device, dtype: torch.dtype) -> tuple:
         """The DCT matrix, centres and steps as tensors on `device` (made once per device)."""
@@ -119,8 +144,8 @@ class JpegCells:
 
             cache[key] = (
                 as_t(_C),
-                {c: as_t(self.centres[c]) for c in self.planes},
-                {c: as_t(self.steps[c]) for c in self.planes},
+                {c: as_t(v) for c, v in self.centres.items()},
+                {c: as_t(v) for c, v in self.steps.items()},
             )
         return cache[key]
 
@@ -139,27 +164,43 @@ class JpegCells:
             return x.clone()
         work = torch.float64 if x.device.type == "cpu" else torch.float32
         dct, centres, steps = self._tensors(x.device, work)
-        rgb = x[0].to(work) * 255.0
-        ycc = torch.einsum(
-            "ij,jhw->ihw", torch.as_tensor(_RGB2YCC, dtype=work, device=x.device), rgb
-        )
-        ycc = ycc + torch.tensor([0.0, 128.0, 128.0], dtype=work, device=x.device)[:, None, None]
-        nby, nbx = self.h8 // _B, self.w8 // _B
+        offset = torch.tensor([0.0, 128.0, 128.0], dtype=work, device=x.device)[:, None, None]
+        rgb2ycc = torch.as_tensor(_RGB2YCC, dtype=work, device=x.device)
+        ycc = torch.einsum("ij,jhw->ihw", rgb2ycc, x[0].to(work) * 255.0) + offset
         for c in self.planes:
-            plane = ycc[c, : self.h8, : self.w8] - 128
-            blocks = plane.reshape(nby, _B, nbx, _B).permute(0, 2, 1, 3)
-            coef = torch.einsum("ik,abkl,jl->abij", dct, blocks, dct)
-            half = steps[c] / 2
-            coef = torch.minimum(torch.maximum(coef, centres[c] - half), centres[c] + half)
-            blocks = torch.einsum("ki,abkl,lj->abij", dct, coef, dct)
-            ycc[c, : self.h8, : self.w8] = (
-                blocks.permute(0, 2, 1, 3).reshape(self.h8, self.w8) + 128
-            )
-        ycc = ycc - torch.tensor([0.0, 128.0, 128.0], dtype=work, device=x.device)[:, None, None]
-        out = torch.einsum(
-            "ij,jhw->ihw", torch.as_tensor(_YCC2RGB, dtype=work, device=x.device), ycc
-        )
+            plane = ycc[c, : self.h8, : self.w8]
+            ycc[c, : self.h8, : self.w8] = _into_cells(plane - 128, dct, centres[c], steps[c]) + 128
+        for c in self.halved:
+            full = ycc[c, : self.h16, : self.w16]
+            means = full.reshape(self.h16 // 2, 2, self.w16 // 2, 2).mean(dim=(1, 3))
+            change = _into_cells(means - 128, dct, centres[c], steps[c]) + 128 - means
+            change = change.repeat_interleave(2, 0).repeat_interleave(2, 1)
+            ycc[c, : self.h16, : self.w16] = full + change
+        ycc2rgb = torch.as_tensor(_YCC2RGB, dtype=work, device=x.device)
+        out = torch.einsum("ij,jhw->ihw", ycc2rgb, ycc - offset)
         return (out / 255.0).clamp(0.0, 1.0)[None].to(dtype=x.dtype)
+
+
+def _into_cells(plane: torch.Tensor, dct, centres, steps) -> torch.Tensor:
+    """A level-shifted plane [8a, 8b] with each block-DCT coefficient moved into its cell."""
+    h, w = plane.shape
+    blocks = plane.reshape(h // _B, _B, w // _B, _B).permute(0, 2, 1, 3)
+    coef = torch.einsum("ik,abkl,jl->abij", dct, blocks, dct)
+    half = steps / 2
+    coef = torch.minimum(torch.maximum(coef, centres - half), centres + half)
+    blocks = torch.einsum("ki,abkl,lj->abij", dct, coef, dct)
+    return blocks.permute(0, 2, 1, 3).reshape(h, w)
+
+
+def _on_lattice(coef: np.ndarray, steps: np.ndarray) -> bool:
+    """Whether block-DCT coefficients are dequantised values (multiples of their steps, up to the
+    decoder's rounding): a check that the half-scale decode gave the stored chroma plane, not an
+    upsampled or rescaled one (a libjpeg without IDCT scaling would), before its cells are used."""
+    index = coef / steps
+    nonzero = np.abs(np.round(index)) >= 1
+    if nonzero.sum() < 16:
+        return True
+    return float(np.abs(index - np.round(index))[nonzero].mean()) < 0.1
 
 
 def project_jpeg(x: torch.Tensor, payload: bytes) -> torch.Tensor:
