@@ -12,6 +12,7 @@ from PIL import Image
 from percept.cli import main
 from percept.codecs import get_codec
 from percept.codecs.jpeg_consistency import (
+    PLANES,
     JpegCells,
     _block_dct,
     _on_lattice,
@@ -288,7 +289,10 @@ def test_auto_sigma_with_the_projection_uses_its_own_table_entry(crop, tmp_path,
     calibrate.store_sigma("jpeg", 10, "percept-cm-s", "fast", 0.5, {})
     with pytest.warns(RuntimeWarning, match="--preset fast --consistency"):
         assert sigma_used() == pytest.approx(0.5)
-    calibrate.store_sigma(
-        "jpeg", 10, "percept-cm-s", calibrate.table_preset("fast", True), 0.75, {}
-    )
+    key_preset = calibrate.table_preset("fast", True)
+    # an entry calibrated with the earlier, luma-only projection is stale: refused, with the command
+    calibrate.store_sigma("jpeg", 10, "percept-cm-s", key_preset, 0.6, {})
+    with pytest.warns(RuntimeWarning, match="earlier consistency projection"):
+        assert sigma_used() == pytest.approx(0.5)
+    calibrate.store_sigma("jpeg", 10, "percept-cm-s", key_preset, 0.75, {"projection": PLANES})
     assert sigma_used() == pytest.approx(0.75)

@@ -143,6 +143,15 @@ def lookup_sigma(
             f"the calibrated sigma for {key} was measured on other {codec} weights ({measured}, "
             f"now {current[:12]}...): recalibrate with {command} or pass --sigma VALUE"
         )
+    if projected:
+        from percept.codecs.jpeg_consistency import PLANES
+
+        if entry.get("projection") != PLANES:
+            raise CalibrationMissing(
+                f"the calibrated sigma for {key} was measured with an earlier consistency "
+                f"projection ({entry.get('projection') or 'luma cells only'}; now {PLANES}): "
+                f"recalibrate with {command} or pass --sigma VALUE"
+            )
     return float(entry["sigma"])
 
 
