@@ -117,3 +117,25 @@ def test_shipped_calibrations_were_measured_on_the_shipped_weights():
         if entry.get("model_sha256") != model_sha256(key.split("/")[2])
     }
     assert not stale, f"calibrated on other weights (or without a recorded hash): {sorted(stale)}"
+
+
+def test_a_sigma_above_the_consistency_models_range_is_warned_about(kodim23):
+    """The shipped CM knows the top of the noise levels it was distilled on (its card's sigma_max);
+    one step from above it extrapolates, and the enhancer says so (below it, nothing)."""
+    import warnings
+
+    from percept.enhancer import enhance
+    from percept.zoo import load_denoiser
+
+    cms = [n for n, e in REGISTRY.items() if e["kind"] == "cm"]
+    if not cms:
+        pytest.skip("no consistency model is shipped")
+    cm = load_denoiser(cms[0])
+    top = REGISTRY[cms[0]]["card"]["sigma_max"]
+    assert cm.sigma_max == top
+    x = crop(kodim23, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        enhance(x, cm, top, "fast", generator=torch.Generator().manual_seed(0))
+    with pytest.warns(RuntimeWarning, match=f"above {top:g}, the top of the noise levels"):
+        enhance(x, cm, 1.5 * top, "fast", generator=torch.Generator().manual_seed(0))

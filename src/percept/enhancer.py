@@ -144,6 +144,15 @@ def enhance(
     if p.sampler == "dps" and operator is None and codec is not None and not isinstance(codec, str):
         operator = operator_for_codec(codec)
     check_preset(p, denoiser, has_operator=operator is not None)
+    top = _trained_sigma_max(denoiser) if p.sampler == "consistency" else None
+    if top is not None and sigma > top * (1 + 1e-6):
+        warnings.warn(
+            f"sigma above {top:g}, the top of the noise levels this consistency model was "
+            "distilled on: its step extrapolates there (expect worse output; the medium preset "
+            "runs the prior at any sigma)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     if project is not None and p.sampler == "dps":
         raise PerceptError(
             "a projection does not go with DPS (preset slow): its gradient would pass through it; "
@@ -200,6 +209,17 @@ class ProjectedDenoiser(torch.nn.Module):
     def forward(self, x: Tensor, sigma) -> Tensor:
         d = self.denoiser(x, sigma).float()
         return self.project(((d + 1) / 2).clamp(0, 1)) * 2 - 1
+
+
+def _trained_sigma_max(denoiser) -> float | None:
+    """The top noise level a consistency model was distilled on, looking through wrappers
+    (`denoiser` attributes, as `presets.is_consistency_model` does); None when not recorded."""
+    while denoiser is not None:
+        top = getattr(denoiser, "sigma_max", None)
+        if isinstance(top, (int, float)):
+            return float(top)
+        denoiser = getattr(denoiser, "denoiser", None)
+    return None
 
 
 def _auto_sigma(

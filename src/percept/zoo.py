@@ -252,7 +252,10 @@ def load_denoiser(name_or_path: str | os.PathLike, *, registry: Path | None = No
         model: nn.Module = EDMDenoiser(net, card.get("sigma_data", 0.5))
     elif card["kind"] == "cm":
         model = ConsistencyDenoiser(
-            net, sigma_min=card["sigma_min"], sigma_data=card.get("sigma_data", 0.5)
+            net,
+            sigma_min=card["sigma_min"],
+            sigma_data=card.get("sigma_data", 0.5),
+            sigma_max=card.get("sigma_max"),
         )
     else:
         raise PerceptError(f"{name_or_path} is a {card['kind']!r} model, not a denoiser")

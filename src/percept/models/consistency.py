@@ -33,16 +33,22 @@ class ConsistencyDenoiser(nn.Module):
     """`ConsistencyDenoiser(net)(x, sigma) -> f(x, sigma)`: one step to x0 from any sigma >= sigma_min.
 
     Noise levels below sigma_min are treated as sigma_min (f is then the identity), which keeps a
-    schedule that ends in 0 well defined.
+    schedule that ends in 0 well defined. `sigma_max` (when known: the top of the noise levels it
+    was distilled on) lets the enhancer warn when asked for more, where one step extrapolates.
     """
 
     def __init__(
-        self, net: nn.Module, sigma_min: float = SIGMA_MIN, sigma_data: float = SIGMA_DATA
+        self,
+        net: nn.Module,
+        sigma_min: float = SIGMA_MIN,
+        sigma_data: float = SIGMA_DATA,
+        sigma_max: float | None = None,
     ) -> None:
         super().__init__()
         self.net = net
         self.sigma_min = sigma_min
         self.sigma_data = sigma_data
+        self.sigma_max = sigma_max
 
     def forward(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         s = as_batch_sigma(sigma, x).clamp_min(self.sigma_min)

@@ -95,7 +95,7 @@ def _student_from_teacher(teacher: nn.Module, cfg: DistillConfig) -> Consistency
     net.load_state_dict(teacher.net.state_dict())
     if cfg.lowrank_rank is not None:
         add_low_rank(net, cfg.lowrank_rank)
-    return ConsistencyDenoiser(net, cfg.sigma_min)
+    return ConsistencyDenoiser(net, cfg.sigma_min, sigma_max=cfg.sigma_max)
 
 
 def _student_skeleton(ck: dict) -> ConsistencyDenoiser:
@@ -104,7 +104,9 @@ def _student_skeleton(ck: dict) -> ConsistencyDenoiser:
     rank = ck["config"].get("lowrank_rank")
     if rank is not None:
         add_low_rank(net, rank)
-    return ConsistencyDenoiser(net, ck["config"]["sigma_min"])
+    return ConsistencyDenoiser(
+        net, ck["config"]["sigma_min"], sigma_max=ck["config"].get("sigma_max")
+    )
 
 
 def _warm_start(
