@@ -121,6 +121,10 @@ def test_signalling_refuses_what_it_cannot_do(crop, tmp_path, capsys):
         signal_sigma(data, crop[..., :32, :32], PRIOR)
     with pytest.raises(PerceptError, match="recorded sha256"):
         signal_sigma(data, crop, str(tmp_path / "missing.safetensors"))
+    with pytest.raises(PerceptError, match="out of reach .*--target-ratio"):
+        signal_sigma(data, crop, PRIOR, target=50.0)
+    with pytest.raises(PerceptError, match="quantisation cells cap the distortion"):
+        signal_sigma(data, crop, PRIOR, target=50.0, consistency=True)
     src = tmp_path / "x.png"
     save_png(crop, src)
     assert main(["encode", str(src), str(tmp_path / "a"), "--signal-sigma", "fast"]) == 2

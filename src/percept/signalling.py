@@ -155,6 +155,19 @@ def signal_sigma(
 
     try:
         sigma, ratio = sigma_for_image(run, x.float(), x_hat, target, tol=tol)
+    except PerceptError as exc:
+        if "out of reach" not in str(exc):
+            raise
+        why = (
+            "the file's quantisation cells cap the distortion of a consistent output near twice "
+            "the decode's"
+            if consistency
+            else "the enhancer cannot move this image that far from its decode"
+        )
+        raise PerceptError(
+            f"{exc} ({why}): signal a lower target with --target-ratio (the gate's band starts at "
+            "1.7), or pass --sigma VALUE when decoding"
+        ) from None
     finally:
         bar.close()
     entry = {"preset": p.name, "prior": pid, "sigma": sigma}
