@@ -177,8 +177,9 @@ def decode(argv: list[str]) -> int:
         "--consistency",
         action="store_true",
         help="with --enhance on a JPEG file: keep every step's estimate and the output inside the "
-        "file's quantisation cells (luma; chroma too when not subsampled), so the result is "
-        "consistent with the bitstream; --sigma auto then uses the sigma calibrated with it",
+        "file's quantisation cells (every colour plane; 4:2:0 chroma through its 2x2 means), so "
+        "the result is consistent with the bitstream; --sigma auto then uses the sigma calibrated "
+        "with it",
     )
     args = p.parse_args(argv)
     if args.consistency and args.enhance is None:
