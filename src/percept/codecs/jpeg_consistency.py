@@ -53,21 +53,7 @@ def _dct_matrix(n: int = _B) -> np.ndarray:
 _C = _dct_matrix()
 
 
-def _to_ycc(rgb: np.ndarray) -> np.ndarray:
-    """JFIF full-range RGB -> YCbCr (0..255 units), as libjpeg converts."""
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    cb = -0.168735892 * r - 0.331264108 * g + 0.5 * b + 128
-    cr = 0.5 * r - 0.418687589 * g - 0.081312411 * b + 128
-    return np.stack([y, cb, cr], -1)
-
-
-def _to_rgb(ycc: np.ndarray) -> np.ndarray:
-    y, cb, cr = ycc[..., 0], ycc[..., 1] - 128, ycc[..., 2] - 128
-    return np.stack([y + 1.402 * cr, y - 0.344136286 * cb - 0.714136286 * cr, y + 1.772 * cb], -1)
-
-
-# The same conversions as 3x3 matrices (offsets of 128 on the chroma rows aside), for torch.
+# JFIF full-range RGB <-> YCbCr (0..255 units, chroma offset by 128), as libjpeg converts.
 _RGB2YCC = np.array(
     [
         [0.299, 0.587, 0.114],
@@ -76,6 +62,16 @@ _RGB2YCC = np.array(
     ]
 )
 _YCC2RGB = np.array([[1.0, 0.0, 1.402], [1.0, -0.344136286, -0.714136286], [1.0, 1.772, 0.0]])
+_OFFSET = np.array([0.0, 128.0, 128.0])
+
+
+def _to_ycc(rgb: np.ndarray) -> np.ndarray:
+    """[..., 3] RGB -> YCbCr in numpy (the reference the torch projection is tested against)."""
+    return rgb @ _RGB2YCC.T + _OFFSET
+
+
+def _to_rgb(ycc: np.ndarray) -> np.ndarray:
+    return (ycc - _OFFSET) @ _YCC2RGB.T
 
 
 def _block_dct(plane: np.ndarray, inverse: bool = False) -> np.ndarray:
@@ -164,7 +160,7 @@ class JpegCells:
             return x.clone()
         work = torch.float64 if x.device.type == "cpu" else torch.float32
         dct, centres, steps = self._tensors(x.device, work)
-        offset = torch.tensor([0.0, 128.0, 128.0], dtype=work, device=x.device)[:, None, None]
+        offset = torch.as_tensor(_OFFSET, dtype=work, device=x.device)[:, None, None]
         rgb2ycc = torch.as_tensor(_RGB2YCC, dtype=work, device=x.device)
         ycc = torch.einsum("ij,jhw->ihw", rgb2ycc, x[0].to(work) * 255.0) + offset
         for c in self.planes:
