@@ -154,6 +154,22 @@ def test_the_torch_projection_matches_the_numpy_reference(crop, subsampling):
     assert float((got - noisy.double()).abs().max()) > 0.05  # it did move the image
 
 
+def test_the_float32_projection_an_accelerator_runs_matches_too(crop, monkeypatch):
+    """On CUDA the projection computes in float32; the same arithmetic, forced here on the CPU."""
+    import percept.codecs.jpeg_consistency as jc
+
+    codec = get_codec("jpeg", 20)
+    payload = codec.encode(crop)
+    cells = JpegCells(payload)
+    gen = torch.Generator().manual_seed(2)
+    noisy = (codec.decode(payload) + 0.15 * torch.randn(crop.shape, generator=gen)).clamp(0, 1)
+    ref = _numpy_projection(noisy, cells)
+    monkeypatch.setattr(jc, "_work_dtype", lambda device: torch.float32)
+    got = cells.project(noisy)
+    assert float((got.double() - ref).abs().max()) < 2e-5
+    assert any(dtype == torch.float32 for _, dtype in cells._cache)  # it did run in float32
+
+
 def test_partial_edge_blocks_are_left_alone(crop):
     x = crop[..., :61, :45]
     codec = get_codec("jpeg", 10)

@@ -158,7 +158,7 @@ class JpegCells:
             )
         if self.h8 == 0 or self.w8 == 0:
             return x.clone()
-        work = torch.float64 if x.device.type == "cpu" else torch.float32
+        work = _work_dtype(x.device)
         dct, centres, steps = self._tensors(x.device, work)
         offset = torch.as_tensor(_OFFSET, dtype=work, device=x.device)[:, None, None]
         rgb2ycc = torch.as_tensor(_RGB2YCC, dtype=work, device=x.device)
@@ -175,6 +175,11 @@ class JpegCells:
         ycc2rgb = torch.as_tensor(_YCC2RGB, dtype=work, device=x.device)
         out = torch.einsum("ij,jhw->ihw", ycc2rgb, ycc - offset)
         return (out / 255.0).clamp(0.0, 1.0)[None].to(dtype=x.dtype)
+
+
+def _work_dtype(device: torch.device) -> torch.dtype:
+    """float64 on the CPU (exact to the numpy reference), float32 on accelerators (fast there)."""
+    return torch.float64 if device.type == "cpu" else torch.float32
 
 
 def _into_cells(plane: torch.Tensor, dct, centres, steps) -> torch.Tensor:
