@@ -182,31 +182,28 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name} q{quality}: skipped ({exc})", file=sys.stderr)
             rows.append({"codec": name, "quality": quality, "skipped": str(exc)})
             continue
-        if args.sigma_mode == "signalled":
-            try:
+        try:  # a setting whose rule cannot be applied (an MSE that cannot double) is a FAIL
+            if args.sigma_mode == "signalled":
                 per_image, table = signalled_sweep(
                     kodak, codec, prior, args.prior, preset=args.preset, seed=args.seed,
                     bootstrap=args.bootstrap, patches_per_image=args.patches, progress=False,
                     consistency=args.consistency,
                 )  # fmt: skip
-            except PerceptError as exc:  # e.g. an image whose MSE cannot double: a FAIL, said why
-                print(f"{name} q{quality}: gate FAIL ({exc})", flush=True)
-                rows.append({"codec": name, "quality": quality, "failed": str(exc)})
-                continue
-            sigma = float(table.iloc[1]["sigma"])
-            source = "signalled per image (median over images)"
-            calib_ratio = None
-            sigmas = [float(v) for v in per_image.loc[per_image["mode"] == "signalled", "sigma"]]
-        else:
-            try:
+                sigma = float(table.iloc[1]["sigma"])
+                source = "signalled per image (median over images)"
+                calib_ratio = None
+                sigmas = [
+                    float(v) for v in per_image.loc[per_image["mode"] == "signalled", "sigma"]
+                ]
+            else:
                 sigma, source, calib_ratio, table = table_sigma_row(
                     args, name, quality, codec, prior, kodak, state
                 )
-            except PerceptError as exc:  # the calibration set's MSE cannot double: a FAIL too
-                print(f"{name} q{quality}: gate FAIL ({exc})", flush=True)
-                rows.append({"codec": name, "quality": quality, "failed": str(exc)})
-                continue
-            sigmas = None
+                sigmas = None
+        except PerceptError as exc:
+            print(f"{name} q{quality}: gate FAIL ({exc})", flush=True)
+            rows.append({"codec": name, "quality": quality, "failed": str(exc)})
+            continue
         dec, enh = table.iloc[0], table.iloc[1]
         row = {
             "codec": name, "quality": quality, "sigma": sigma, "sigma_source": source,

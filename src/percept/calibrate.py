@@ -37,6 +37,10 @@ class CalibrationMissing(PerceptError):
     """No calibrated sigma for this (codec, quality, prior, preset)."""
 
 
+class TargetOutOfReach(PerceptError):
+    """The MSE ratio stays below the target even at the largest sigma searched."""
+
+
 def table_path() -> Path:
     return Path(str(resources.files("percept") / "weights" / "calibration.json"))
 
@@ -196,7 +200,7 @@ def bisect_log_sigma(
     r_hi = f(hi)
     while r_hi < target:
         if hi >= hi_max:
-            raise PerceptError(
+            raise TargetOutOfReach(
                 f"MSE ratio {r_hi:.3f} < {target} even at sigma {hi:g}: the target is out of reach"
             )
         lo, hi = hi, min(2 * hi, hi_max)

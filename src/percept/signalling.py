@@ -116,7 +116,7 @@ def signal_sigma(
     shows a bar over the bisection's trials (each one a full enhancement of the image).
     `consistency` (JPEG files): calibrate with the consistency projection, as `percept decode
     --consistency` runs it; the entry says so."""
-    from percept.calibrate import sigma_for_image
+    from percept.calibrate import TargetOutOfReach, sigma_for_image
     from percept.codecs import get_codec
     from percept.container import decode_file, pack
     from percept.enhancer import enhance_image, load_enhancer_prior, operator_for_codec
@@ -155,9 +155,7 @@ def signal_sigma(
 
     try:
         sigma, ratio = sigma_for_image(run, x.float(), x_hat, target, tol=tol)
-    except PerceptError as exc:
-        if "out of reach" not in str(exc):
-            raise
+    except TargetOutOfReach as exc:
         why = (
             "the file's quantisation cells cap the distortion of a consistent output near twice "
             "the decode's"

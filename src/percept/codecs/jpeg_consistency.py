@@ -128,22 +128,26 @@ class JpegCells:
             self.halved = [c for c in halved if c in self.centres]
         except (OSError, ValueError, SyntaxError) as exc:
             raise CodecError(f"the JPEG payload cannot be read: {exc}") from None
+        self._cache: dict = {}
 
     def _tensors(self, device: torch.device, dtype: torch.dtype) -> tuple:
-        """The DCT matrix, centres and steps as tensors on `device` (made once per device)."""
+        """The DCT matrix, colour matrices and offset, centres and steps as tensors on `device`
+        (made once per device and dtype, not at every projection)."""
         key = (str(device), dtype)
-        cache = self.__dict__.setdefault("_cache", {})
-        if key not in cache:
+        if key not in self._cache:
 
             def as_t(a):
                 return torch.as_tensor(a, dtype=dtype, device=device)
 
-            cache[key] = (
+            self._cache[key] = (
                 as_t(_C),
+                as_t(_RGB2YCC),
+                as_t(_YCC2RGB),
+                as_t(_OFFSET)[:, None, None],
                 {c: as_t(v) for c, v in self.centres.items()},
                 {c: as_t(v) for c, v in self.steps.items()},
             )
-        return cache[key]
+        return self._cache[key]
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """x [1,3,H,W] in [0,1] (the decoded size) -> its projection onto the cells, in [0,1].
@@ -159,9 +163,7 @@ class JpegCells:
         if self.h8 == 0 or self.w8 == 0:
             return x.clone()
         work = _work_dtype(x.device)
-        dct, centres, steps = self._tensors(x.device, work)
-        offset = torch.as_tensor(_OFFSET, dtype=work, device=x.device)[:, None, None]
-        rgb2ycc = torch.as_tensor(_RGB2YCC, dtype=work, device=x.device)
+        dct, rgb2ycc, ycc2rgb, offset, centres, steps = self._tensors(x.device, work)
         ycc = torch.einsum("ij,jhw->ihw", rgb2ycc, x[0].to(work) * 255.0) + offset
         for c in self.planes:
             plane = ycc[c, : self.h8, : self.w8]
@@ -172,7 +174,6 @@ class JpegCells:
             change = _into_cells(means - 128, dct, centres[c], steps[c]) + 128 - means
             change = change.repeat_interleave(2, 0).repeat_interleave(2, 1)
             ycc[c, : self.h16, : self.w16] = full + change
-        ycc2rgb = torch.as_tensor(_YCC2RGB, dtype=work, device=x.device)
         out = torch.einsum("ij,jhw->ihw", ycc2rgb, ycc - offset)
         return (out / 255.0).clamp(0.0, 1.0)[None].to(dtype=x.dtype)
 
