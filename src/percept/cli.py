@@ -20,7 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("percept.codec_cli", "encode a real photo at a low rate and write a side-by-side PNG"),
     "train": (
         "percept.training.cli",
-        "train the project's models (prior, consistency model, codec)",
+        "train the project's models (prior, consistency model, codec, aux encoder, fusion)",
     ),
     "publish": ("percept.zoo", "ship a finished training run into the model zoo (zoo.json)"),
     "eval": (

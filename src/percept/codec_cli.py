@@ -181,9 +181,28 @@ def decode(argv: list[str]) -> int:
         "the result is consistent with the bitstream; --sigma auto then uses the sigma calibrated "
         "with it",
     )
+    p.add_argument(
+        "--fusion",
+        default=None,
+        metavar="NAME",
+        help="decode through paper 2's latent fusion module (a zoo name such as "
+        "fusion-hyperprior-q2, 'auto' for the one shipped for the file's codec and rate, a file or "
+        "a run directory); learned-codec files only",
+    )
+    p.add_argument(
+        "--tau",
+        default=None,
+        help="with --fusion: 0 is the base decode bit for bit, 1 the full transform (default 0.5)",
+    )
     args = p.parse_args(argv)
     if args.consistency and args.enhance is None:
         p.error("--consistency goes with --enhance")
+    if args.fusion is not None and args.enhance is not None:
+        p.error("choose one of --enhance (paper 1) and --fusion (paper 2)")
+    if args.tau is not None and args.fusion is None:
+        p.error("--tau goes with --fusion")
+    if args.fusion is not None:
+        return _decode_fused(args)
 
     from percept.container import decode_file
     from percept.images import save_png
@@ -203,6 +222,29 @@ def decode(argv: list[str]) -> int:
     extra += ", projected into the JPEG's quantisation cells" if args.consistency else ""
     print(
         f"{record.codec}: {record.width}x{record.height}, {record.bpp:.4f} bpp{extra} -> {args.output}"
+    )
+    return 0
+
+
+def _decode_fused(args) -> int:
+    """`percept decode FILE OUT --fusion NAME --tau T [--seed N]`."""
+    from percept.container import unpack
+    from percept.fusion.decode import decode_file_fused, fusion_name_for
+    from percept.fusion.module import check_tau, load_fusion
+    from percept.images import save_png
+
+    tau = check_tau(0.5 if args.tau is None else args.tau)
+    data = _read_file(args.input)
+    _check_out_dir(args.output)
+    name = args.fusion
+    if name == "auto":
+        record = unpack(data)
+        name = fusion_name_for(record.codec, record.quality)
+    x_hat, record = decode_file_fused(data, load_fusion(name), tau, seed=args.seed or 0)
+    save_png(x_hat, args.output)
+    print(
+        f"{record.codec}: {record.width}x{record.height}, {record.bpp:.4f} bpp, fused ({name}, "
+        f"tau {tau:g}, seed {args.seed or 0}) -> {args.output}"
     )
     return 0
 

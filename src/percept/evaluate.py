@@ -3,7 +3,8 @@
 ``run`` encodes every image with every (codec, quality) through the real container (bpp counts the
 whole file, header included), decodes it, applies each method ("decode"; "enhance:PRESET:SIGMA",
 the paper's eq. 9-11 with a prior; "interp:ALPHA", eq. 12's blend of the decode and the first
-enhanced method) and records per-image metrics. After all images it computes set-level metrics per
+enhanced method; "fuse:TAU", paper 2's latent fusion module of the codec's rate at tau) and
+records per-image metrics. After all images it computes set-level metrics per
 cell: SWD against the originals, and LPIPS/FID when their weights exist (else recorded as
 unavailable with the reason, never a number). The JSON is rewritten atomically after each image and
 every output is kept as a PNG beside it, so a killed run resumes where it stopped and gives the same
@@ -58,7 +59,7 @@ def parse_codecs(items: Sequence[str]) -> dict[str, list[int]]:
 
 
 def parse_method(method: str) -> tuple:
-    """ "decode" | "enhance:PRESET:SIGMA[:consistent]" | "interp:ALPHA" -> a tuple (kind, *args).
+    """ "decode" | "enhance:PRESET:SIGMA[:consistent]" | "interp:ALPHA" | "fuse:TAU" -> a tuple.
 
     An enhance method parses to ("enhance", preset, sigma, consistent): with the ":consistent"
     suffix its output is projected into the JPEG file's quantisation cells
@@ -74,11 +75,13 @@ def parse_method(method: str) -> tuple:
             return ("enhance", parts[1], sigma, len(parts) == 4)
         if parts[0] == "interp" and len(parts) == 2 and 0 <= float(parts[1]) <= 1:
             return ("interp", float(parts[1]))
+        if parts[0] == "fuse" and len(parts) == 2 and 0 <= float(parts[1]) <= 1:
+            return ("fuse", float(parts[1]))
     except ValueError:
         pass
     raise PerceptError(
         f"bad method {method!r}: use decode, enhance:PRESET:SIGMA[:consistent] (SIGMA a number or "
-        "auto) or interp:ALPHA (0..1)"
+        "auto), interp:ALPHA (0..1) or fuse:TAU (0..1)"
     )
 
 
@@ -107,10 +110,12 @@ def _uses_cm(parsed: tuple) -> bool:
 def _outputs(x_hat, t_dec, parsed, methods, models, config, image, codec, quality, payload):
     """Each method's output image and its wall time (decode + whatever the method adds).
 
-    models: (prior, consistency model or None); a fast preset runs on the consistency model.
-    payload: the codec's bitstream (a consistent method projects into its JPEG cells)."""
+    models: (prior, consistency model or None, {(codec, quality): fusion module}); a fast preset
+    runs on the consistency model. payload: the codec's bitstream (a consistent method projects
+    into its JPEG cells; a fuse method decodes it again through the fusion module, timed whole)."""
     from percept.codecs.jpeg_consistency import projector_for
     from percept.enhancer import enhance_image
+    from percept.fusion.decode import decode_payload
     from percept.interpolate import interpolate
 
     outs: dict[str, tuple[torch.Tensor, float]] = {}
@@ -119,6 +124,10 @@ def _outputs(x_hat, t_dec, parsed, methods, models, config, image, codec, qualit
         start = time.perf_counter()
         if p[0] == "decode":
             y, extra = x_hat, 0.0
+        elif p[0] == "fuse":
+            generator = _seed_for(config["seed"], image, codec, quality, method)
+            y = decode_payload(models[2][(codec, quality)], payload, p[1], generator)
+            extra = time.perf_counter() - start - t_dec  # the fused decode replaces the plain one
         elif p[0] == "enhance":
             cm = _uses_cm(p) and models[1] is not None
             y = enhance_image(
@@ -205,6 +214,11 @@ def run(
             "enhance:...:consistent projects into a JPEG file's quantisation cells; "
             f"{', '.join(others)} has none: evaluate it in a separate run"
         )
+    fusion_names = {}
+    if any(p[0] == "fuse" for p in parsed):
+        from percept.fusion.decode import fusion_name_for
+
+        fusion_names = {(c, q): fusion_name_for(c, q) for c, qs in codecs.items() for q in qs}
     coders = {(c, q): get_codec(c, q) for c, qs in codecs.items() for q in qs}  # fail before work
     config = {
         "dataset": dataset,
@@ -220,6 +234,9 @@ def run(
         "swd_seeds": list(swd_seeds),
         "deep_metrics": list(deep_metrics),
     }
+    if fusion_names:  # only then, so that results files without fuse methods keep their config
+        config["fusion"] = {f"{c}:{q}": n for (c, q), n in fusion_names.items()}
+        config["fusion_sha256"] = {n: model_sha256(n) for n in sorted(set(fusion_names.values()))}
     cache = _cache_dir(out)
     done: dict[str, list[dict]] = {}
     if out.exists() and not overwrite:
@@ -242,11 +259,19 @@ def run(
             f"{out} has results for {len(beyond)} images beyond --limit {limit}: raise the limit, "
             "use another --out or --overwrite"
         )
-    models = (None, None)
+    models = (None, None, {})
     if prior:
         from percept.enhancer import load_prior
 
-        models = (load_prior(prior), load_prior(consistency_model) if consistency_model else None)
+        models = (
+            load_prior(prior),
+            load_prior(consistency_model) if consistency_model else None,
+            {},
+        )
+    if fusion_names:
+        from percept.fusion.module import load_fusion
+
+        models[2].update({key: load_fusion(name) for key, name in fusion_names.items()})
     results = {
         "schema": SCHEMA,
         "name": name or out.stem,
@@ -321,7 +346,7 @@ _OPTIONS: list[tuple[str, dict]] = [
         {
             "nargs": "+",
             "default": ["decode"],
-            "help": "decode | enhance:P:S[:consistent] | interp:A",
+            "help": "decode | enhance:P:S[:consistent] | interp:A | fuse:TAU",
         },
     ),
     ("--prior", {"help": "prior for enhance methods (zoo name, file, diffusers folder)"}),

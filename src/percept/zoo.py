@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from percept.errors import PerceptError, WeightsUnavailable
 
-KINDS = ("prior", "cm", "codec")
+KINDS = ("prior", "cm", "codec", "fusion")
 
 
 def weights_dir() -> Path:
@@ -271,11 +271,13 @@ def main(argv: list[str]) -> int:
         description="Ship a training run into the package's zoo: weights as safetensors (float16 "
         "unless --float32), their sha256 and a model card in zoo.json.",
     )
-    p.add_argument("run_dir", type=Path, help="a `percept train prior|distill|codec` run directory")
+    p.add_argument(
+        "run_dir", type=Path, help="a `percept train prior|distill|codec|fusion` run directory"
+    )
     p.add_argument(
         "name",
         nargs="?",
-        help="zoo name (priors and consistency models; codecs: their config name)",
+        help="zoo name (priors and consistency models; codecs and fusion modules: their config name)",
     )
     p.add_argument("--folder", type=Path, default=None, help="zoo folder (default: the package's)")
     p.add_argument("--float32", action="store_true", help="store float32 instead of float16")
@@ -287,6 +289,10 @@ def main(argv: list[str]) -> int:
         from percept.codecs.project import publish_codec
 
         entry = publish_codec(args.run_dir, args.name, folder=args.folder, half=not args.float32)
+    elif "aux_run" in json.loads(config.read_text()):
+        from percept.training.fusion import publish_fusion
+
+        entry = publish_fusion(args.run_dir, args.name, folder=args.folder, half=not args.float32)
     else:
         if not args.name:
             raise PerceptError("give the zoo name to publish under, e.g. percept-prior-s")

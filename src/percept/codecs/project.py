@@ -178,14 +178,11 @@ def roundtrip_is_exact(
 
 
 def _run_log(run_dir: Path) -> tuple[list[dict], float]:
-    """A codec run's log rows and its wall time (elapsed_s restarts at every resumed session)."""
+    """A codec run's log rows and its wall time over all its sessions."""
+    from percept.training.runtime import wall_seconds
+
     rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line]
-    seconds, previous = 0.0, 0.0
-    for r in rows:
-        if "elapsed_s" in r:
-            seconds += r["elapsed_s"] - previous if r["elapsed_s"] >= previous else r["elapsed_s"]
-            previous = r["elapsed_s"]
-    return rows, seconds
+    return rows, wall_seconds(rows)
 
 
 def exported_codec_path(run_dir: str | os.PathLike) -> Path | None:

@@ -16,6 +16,8 @@ KINDS = {
     "prior": "percept.training.prior",
     "distill": "percept.training.distill",
     "codec": "percept.training.codec",
+    "aux-encoder": "percept.training.fusion",
+    "fusion": "percept.training.fusion",
     "pack": "percept.training.crops",
     "pack-photos": "percept.training.crops:photos_main",
 }
@@ -76,7 +78,7 @@ def _prior_main(argv: list[str]) -> int:
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[1] in ("-h", "--help") or argv[1] not in KINDS:
         print(
-            "usage: percept train {prior,distill,codec,pack,pack-photos} [OPTIONS]  (percept train KIND --help)"
+            "usage: percept train {prior,distill,codec,aux-encoder,fusion,pack,pack-photos} [OPTIONS]  (percept train KIND --help)"
         )
         if len(argv) >= 2 and argv[1] not in ("-h", "--help"):
             raise PerceptError(f"unknown kind {argv[1]!r}: choose from {', '.join(KINDS)}")

@@ -263,3 +263,13 @@ def config_changes(saved: dict, current: dict) -> list[str]:
     text it started with)."""
     keys = (set(saved) | set(current)) - {"description"}
     return sorted(k for k in keys if saved.get(k) != current.get(k))
+
+
+def wall_seconds(rows: list[dict[str, Any]]) -> float:
+    """A run's wall time over all its sessions, from its log rows (elapsed_s restarts at a resume)."""
+    total, previous = 0.0, 0.0
+    for r in rows:
+        if "elapsed_s" in r:
+            total += r["elapsed_s"] - previous if r["elapsed_s"] >= previous else r["elapsed_s"]
+            previous = r["elapsed_s"]
+    return total

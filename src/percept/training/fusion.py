@@ -1,0 +1,524 @@
+"""Train paper 2's two stages: `percept train aux-encoder` (b) and `percept train fusion` (c).
+
+Both train against a frozen project codec (percept-hyperprior at one quality) on random crops of the
+imagenet-sample train split (`percept.training.crops`, never Kodak) and measure held-out figures on
+center crops of the val split as they go. A run directory holds config.json, checkpoint.pt
+(weights_only-safe; models, optimizers, generator and RNG states, step), log.jsonl and, at the end of
+the schedule (or with --export), the exported weights: `aux-encoder.safetensors` (stage b) or
+`fusion.safetensors` (stage c, the EMA network: what `percept publish` ships).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from percept.errors import PerceptError
+from percept.fusion.aux_encoder import (
+    PatchDiscriminator,
+    aux_decode,
+    aux_images,
+    discriminator_loss,
+    freeze,
+    generator_loss,
+    latent_bpp,
+    make_aux_encoder,
+    patch_swd_loss,
+    psnr,
+)  # fmt: skip
+from percept.fusion.latents import from_image, synthesize
+from percept.fusion.module import FusionSampling, LatentFusion
+from percept.fusion.network import EDMLoss, LatentDenoiser, LatentFusionNet
+from percept.training import runtime
+from percept.training.codec import center_crops, random_crops
+from percept.training.crops import load_split
+
+AUX_FILE, FUSION_FILE = "aux-encoder.safetensors", "fusion.safetensors"
+
+
+@dataclass(frozen=True)
+class AuxConfig:
+    """Stage (b): loss = lmbda 255^2 MSE + rate_weight bpp + adv_weight GAN + swd_weight patch SWD."""
+
+    name: str
+    codec: str = "percept-hyperprior"
+    quality: int = 2
+    crop: int = 128
+    batch_size: int = 8
+    steps: int = 2000
+    lr: float = 1e-4
+    disc_lr: float = 1e-4
+    rate_weight: float = 1.0
+    adv_weight: float = 0.1
+    swd_weight: float = 0.05
+    disc_width: int = 64
+    adv_start: int = 100  # discriminator-only steps before the adversarial term joins
+    seed: int = 0
+    train_images: int | None = None
+    val_images: int = 12
+    val_crop: int = 256
+    log_every: int = 10
+    val_every: int = 250
+    checkpoint_every: int = 50
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """Stage (c): EDM denoising loss on the normalised residual Q(g'_a(x)) - y_hat."""
+
+    name: str
+    aux_run: str  # the stage-(b) run directory (or its exported aux-encoder.safetensors)
+    codec: str = "percept-hyperprior"
+    quality: int = 2
+    crop: int = 256
+    batch_size: int = 8
+    steps: int = 4000
+    lr: float = 2e-4
+    warmup_steps: int = 100
+    ema: float = 0.999
+    width: int = 128
+    blocks: int = 6
+    emb: int = 128
+    p_mean: float = -0.4
+    p_std: float = 1.2
+    target: str = "continuous"  # or "quantized" (residual_pairs)
+    design: str = "blend"
+    sample_steps: int = 4
+    sigma_max: float = 10.0
+    eta: float = 0.0
+    stats_batches: int = 8  # batches that measure the per-channel residual and condition scales
+    seed: int = 0
+    train_images: int | None = None
+    val_images: int = 12
+    val_crop: int = 256
+    log_every: int = 10
+    val_every: int = 500
+    checkpoint_every: int = 100
+    description: str = ""
+
+    def sampling(self) -> FusionSampling:
+        return FusionSampling(self.design, self.sample_steps, self.sigma_max, eta=self.eta)
+
+
+def load_config(spec, cls, overrides: dict | None = None):
+    """A config of class `cls` from a packaged name, a JSON path or a dict, with overrides."""
+    prefix = "aux-" if cls is AuxConfig else "fusion-"
+    data = dict(spec) if isinstance(spec, dict) else runtime.read_config(str(spec), prefix)
+    data.update(overrides or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise PerceptError(f"unknown config keys {unknown}: valid keys are {sorted(known)}")
+    cfg = cls(**data)
+    if cfg.crop % 64 or cfg.val_crop % 64:
+        raise PerceptError(
+            f"crop ({cfg.crop}) and val_crop ({cfg.val_crop}) must be multiples of 64"
+        )
+    return cfg
+
+
+def base_codec(name: str, quality: int) -> tuple[torch.nn.Module, dict]:
+    """The frozen project codec and its training record (lambda)."""
+    from percept.codecs.project import load_trained_codec, project_codec_path
+
+    model, record = load_trained_codec(project_codec_path(name, quality))
+    return freeze(model), record
+
+
+class _Session:
+    """Stops, signals, logs and checkpoints shared by both stages (one loop each, below)."""
+
+    def __init__(self, out: Path, resume: bool, max_minutes: float | None):
+        self.out = out
+        out.mkdir(parents=True, exist_ok=True)
+        self.lock = runtime.lock_run(out)
+        if (out / runtime.CHECKPOINT).exists() and not resume:
+            raise PerceptError(f"{out} already holds a run: pass --resume, or choose a new --out")
+        self.deadline = time.monotonic() + 60 * max_minutes if max_minutes else math.inf
+        self.stop = threading.Event()
+        self.t0 = time.monotonic()
+
+    def running(self, step: int, stop_at: int) -> bool:
+        return step < stop_at and not self.stop.is_set() and time.monotonic() < self.deadline
+
+    def __enter__(self):
+        self.in_main = threading.current_thread() is threading.main_thread()
+        if self.in_main:
+            self.previous = signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
+        return self
+
+    def __exit__(self, *exc):
+        if self.in_main:
+            signal.signal(signal.SIGTERM, self.previous)
+
+    def log(self, row: dict) -> None:
+        runtime.append_log(self.out, {**row, "elapsed_s": round(time.monotonic() - self.t0, 1)})
+
+
+def _start(out: Path, cfg, resume: bool) -> dict | None:
+    """The checkpoint to resume from (config checked), or None after writing config.json."""
+    if resume and (out / runtime.CHECKPOINT).exists():
+        state = runtime.load_checkpoint(out)
+        diff = runtime.config_changes(state["config"], dataclasses.asdict(cfg))
+        if diff:
+            raise PerceptError(f"--resume with a different config (keys {diff}): use the run's own")
+        return state
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    return None
+
+
+@torch.no_grad()
+def aux_heldout(model, aux, val: torch.Tensor) -> dict:
+    """Held-out PSNR and patch SWD (x1e3) of the base and auxiliary decodes, and the aux rate."""
+    rows = {"psnr_base": 0.0, "psnr_aux": 0.0, "swd_base": 0.0, "swd_aux": 0.0, "bpp_aux": 0.0}
+    for i in range(0, len(val), 4):
+        x = val[i : i + 4]
+        base, aux_x = aux_images(model, aux, x)
+        out = aux_decode(model, aux, x)
+        g = torch.Generator().manual_seed(i)
+        rows["bpp_aux"] += (
+            latent_bpp(model, out["y_aux_hat"], out["latents"], x[0, 0].numel() * len(x)).item()
+            / len(x)
+            * len(x)
+        )
+        for key, img in (("base", base), ("aux", aux_x)):
+            rows[f"psnr_{key}"] += psnr(img, x) * len(x)
+            g.manual_seed(i)
+            rows[f"swd_{key}"] += (
+                1e3 * patch_swd_loss(img, x, patches=1024, generator=g).item() * len(x)
+            )
+    return {k: round(v / len(val), 4) for k, v in rows.items()}
+
+
+def train_aux(cfg: AuxConfig, out_dir, *, resume=False, max_minutes=None, max_steps=None,
+              device="cpu", export=False) -> dict:  # fmt: skip
+    """Stage (b): train g'_a against the frozen codec (module docstring)."""
+    out = Path(out_dir)
+    session = _Session(out, resume, max_minutes)
+    model, record = base_codec(cfg.codec, cfg.quality)
+    model = model.to(device)
+    mse_weight = record["lmbda"] * 255**2
+    train = load_split("train", cfg.train_images, min_side=cfg.crop)
+    val = center_crops(load_split("val", cfg.val_images, min_side=cfg.val_crop), cfg.val_crop).to(
+        device
+    )
+    torch.manual_seed(cfg.seed)
+    aux = make_aux_encoder(model).to(device).train()
+    disc = PatchDiscriminator(model.g_s[0].in_channels, cfg.disc_width).to(device).train()
+    opt = torch.optim.Adam(aux.parameters(), lr=cfg.lr)
+    disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
+    gen, step = torch.Generator().manual_seed(cfg.seed), 0
+    state = _start(out, cfg, resume)
+    if state is not None:
+        aux.load_state_dict(state["aux"]), disc.load_state_dict(state["disc"])
+        opt.load_state_dict(state["opt"]), disc_opt.load_state_dict(state["disc_opt"])
+        gen.set_state(state["generator"]), torch.set_rng_state(state["torch_rng"])
+        step = state["step"]
+    else:
+        session.log({"step": 0, "kind": "val", **aux_heldout(model, aux, val)})
+
+    def checkpoint():
+        runtime.save_checkpoint(out, {
+            "config": dataclasses.asdict(cfg), "step": step, "aux": aux.state_dict(),
+            "disc": disc.state_dict(), "opt": opt.state_dict(), "disc_opt": disc_opt.state_dict(),
+            "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+        })  # fmt: skip
+
+    stop_at = min(cfg.steps, max_steps) if max_steps is not None else cfg.steps
+    with session, tqdm(total=stop_at, initial=step, desc=cfg.name) as bar:
+        while session.running(step, stop_at):
+            x = random_crops(train, cfg.crop, cfg.batch_size, gen).to(device)
+            o = aux_decode(model, aux, x)
+            y_base = o["latents"].y_hat
+            mse = torch.mean((o["x_aux"] - x) ** 2)
+            bpp = latent_bpp(
+                model, o["y_aux_hat"], o["latents"], x.shape[0] * x.shape[2] * x.shape[3]
+            )
+            swd = patch_swd_loss(o["x_aux"], x, generator=gen)
+            loss = mse_weight * mse + cfg.rate_weight * bpp + cfg.swd_weight * swd
+            adv = torch.zeros(())
+            if step >= cfg.adv_start and cfg.adv_weight:
+                adv = generator_loss(disc(o["x_aux"], y_base))
+                loss = loss + cfg.adv_weight * adv
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(aux.parameters(), 1.0)
+            opt.step()
+            d_loss = discriminator_loss(disc(x, y_base), disc(o["x_aux"].detach(), y_base))
+            disc_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            disc_opt.step()
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0:
+                row = {"step": step, "loss": loss.item(), "mse": mse.item(), "bpp": bpp.item(),
+                       "swd": swd.item(), "adv": adv.item(), "disc": d_loss.item()}  # fmt: skip
+                session.log({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
+                bar.set_postfix(loss=f"{row['loss']:.3f}", bpp=f"{row['bpp']:.3f}")
+            if step % cfg.val_every == 0 or step == cfg.steps:
+                held = aux_heldout(model, aux, val)
+                session.log({"step": step, "kind": "val", **held})
+                tqdm.write(f"{cfg.name} step {step}: held-out {held}")
+            if step % cfg.checkpoint_every == 0:
+                checkpoint()
+        checkpoint()
+    if step >= cfg.steps or export:
+        from safetensors.torch import save_file
+
+        meta = {"percept-aux": json.dumps({**dataclasses.asdict(cfg), "steps_trained": step})}
+        save_file(
+            {k: v.cpu().contiguous() for k, v in aux.state_dict().items()},
+            str(out / AUX_FILE),
+            metadata=meta,
+        )
+    return {
+        "run_dir": str(out),
+        "step": step,
+        "stopped_by": "sigterm" if session.stop.is_set() else "limit",
+    }
+
+
+def load_aux_encoder(source: str | Path, model: torch.nn.Module) -> torch.nn.Module:
+    """The trained g'_a of a stage-(b) run directory (its checkpoint) or its exported file."""
+    path = Path(source)
+    if path.is_dir():
+        if (path / runtime.CHECKPOINT).exists():
+            state = runtime.load_checkpoint(path)["aux"]
+        elif (path / AUX_FILE).is_file():
+            path = path / AUX_FILE
+        else:
+            raise PerceptError(f"aux_run {source}: neither a checkpoint nor {AUX_FILE} there")
+    if path.is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    elif not path.is_dir():
+        raise PerceptError(f"aux_run {source}: no such run directory or file")
+    aux = make_aux_encoder(model)
+    aux.load_state_dict(state)
+    return freeze(aux)
+
+
+@torch.no_grad()
+def residual_pairs(
+    model, aux, x: torch.Tensor, target: str = "continuous"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(condition, residual in latent units) for images x: the stage-(c) training pairs.
+
+    target "quantized" is the paper's Q(g'_a(x)); "continuous" is g'_a(x) before rounding. The
+    rounded residual is mostly zeros and +-1 flips that nothing the decoder holds predicts; the
+    continuous one also carries what rounding took from y (the dequantisation a decoder can guess)
+    and is smooth, which a small latent network learns far more easily (see the book's chapter)."""
+    _, latents = from_image(model, x)
+    y_aux = aux(x)
+    if target == "quantized":
+        y_aux = torch.round(y_aux - latents.means) + latents.means
+    elif target != "continuous":
+        raise PerceptError(f"fusion target must be 'continuous' or 'quantized', got {target!r}")
+    return latents.condition(), y_aux - latents.y_hat
+
+
+@torch.no_grad()
+def fusion_heldout(fusion: LatentFusion, aux, val: torch.Tensor, taus=(0.5, 1.0)) -> dict:
+    """Held-out PSNR and patch SWD (x1e3) of the base, auxiliary and fused decodes."""
+    model = fusion.codec_model
+    rows: dict[str, float] = {}
+    for i in range(0, len(val), 4):
+        x = val[i : i + 4]
+        _, latents = from_image(model, x)
+        images = {"base": synthesize(model, latents.y_hat), "aux": aux_images(model, aux, x)[1]}
+        for tau in taus:
+            images[f"tau{tau:g}"] = fusion.decode_latents(
+                latents, tau, torch.Generator().manual_seed(i)
+            )
+        for key, img in images.items():
+            g = torch.Generator().manual_seed(i)
+            rows[f"psnr_{key}"] = rows.get(f"psnr_{key}", 0.0) + psnr(img, x) * len(x)
+            swd = 1e3 * patch_swd_loss(img, x, patches=1024, generator=g).item()
+            rows[f"swd_{key}"] = rows.get(f"swd_{key}", 0.0) + swd * len(x)
+    return {k: round(v / len(val), 4) for k, v in rows.items()}
+
+
+def train_fusion(cfg: FusionConfig, out_dir, *, resume=False, max_minutes=None, max_steps=None,
+                 device="cpu", export=False) -> dict:  # fmt: skip
+    """Stage (c): train the latent denoiser on residuals toward the auxiliary latents."""
+    out = Path(out_dir)
+    session = _Session(out, resume, max_minutes)
+    model, _ = base_codec(cfg.codec, cfg.quality)
+    model = model.to(device)
+    aux = load_aux_encoder(cfg.aux_run, model).to(device)
+    train = load_split("train", cfg.train_images, min_side=cfg.crop)
+    val = center_crops(load_split("val", cfg.val_images, min_side=cfg.val_crop), cfg.val_crop).to(
+        device
+    )
+    torch.manual_seed(cfg.seed)
+    channels = model.g_s[0].in_channels
+    denoiser = (
+        LatentDenoiser(LatentFusionNet(channels, cfg.width, cfg.blocks, cfg.emb)).to(device).train()
+    )
+    opt = torch.optim.Adam(denoiser.parameters(), lr=cfg.lr)
+    gen, step = torch.Generator().manual_seed(cfg.seed), 0
+    state = _start(out, cfg, resume)
+    if state is not None:
+        denoiser.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
+        gen.set_state(state["generator"]), torch.set_rng_state(state["torch_rng"])
+        ema_state, step = state["ema"], state["step"]
+    else:  # the normalising scales, from a few training batches (then fixed, stored as buffers)
+        conds, res = zip(*(
+            residual_pairs(model, aux, random_crops(train, cfg.crop, cfg.batch_size, gen).to(device), cfg.target)
+            for _ in range(cfg.stats_batches)
+        ))  # fmt: skip
+        r_std = torch.cat(res).std(dim=(0, 2, 3))
+        denoiser.residual_std.copy_(r_std.clamp_min(0.1 * r_std.mean()))
+        denoiser.condition_std.copy_(torch.cat(conds).std(dim=(0, 2, 3)).clamp_min(1e-2))
+        ema_state = copy.deepcopy(denoiser.state_dict())
+    ema = copy.deepcopy(denoiser).eval().requires_grad_(False)
+    ema.load_state_dict(ema_state)
+    loss_fn = EDMLoss(cfg.p_mean, cfg.p_std)
+
+    def fusion_of(net) -> LatentFusion:
+        return LatentFusion(
+            model, net, codec_name=cfg.codec, quality=cfg.quality, sampling=cfg.sampling()
+        )
+
+    def checkpoint():
+        runtime.save_checkpoint(out, {
+            "config": dataclasses.asdict(cfg), "step": step, "model": denoiser.state_dict(),
+            "ema": ema.state_dict(), "opt": opt.state_dict(), "generator": gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        })  # fmt: skip
+
+    stop_at = min(cfg.steps, max_steps) if max_steps is not None else cfg.steps
+    with session, tqdm(total=stop_at, initial=step, desc=cfg.name) as bar:
+        while session.running(step, stop_at):
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+            x = random_crops(train, cfg.crop, cfg.batch_size, gen).to(device)
+            cond, r = residual_pairs(model, aux, x, cfg.target)
+            loss = loss_fn(denoiser, denoiser.from_latent(r), cond, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
+            opt.step()
+            with torch.no_grad():
+                for e, p in zip(ema.state_dict().values(), denoiser.state_dict().values()):
+                    e.copy_(p) if not e.is_floating_point() else e.lerp_(p, 1 - cfg.ema)
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0:
+                session.log({"step": step, "loss": round(loss.item(), 6)})
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+            if step % cfg.val_every == 0 or step == cfg.steps:
+                held = fusion_heldout(fusion_of(ema), aux, val)
+                session.log({"step": step, "kind": "val", **held})
+                tqdm.write(f"{cfg.name} step {step}: held-out {held}")
+            if step % cfg.checkpoint_every == 0:
+                checkpoint()
+        checkpoint()
+    if step >= cfg.steps or export:
+        export_fusion(ema, cfg, step, out / FUSION_FILE)
+    return {
+        "run_dir": str(out),
+        "step": step,
+        "stopped_by": "sigterm" if session.stop.is_set() else "limit",
+    }
+
+
+def export_fusion(denoiser: LatentDenoiser, cfg: FusionConfig, step: int, path: Path) -> Path:
+    """The EMA denoiser with the card a loader needs (codec, rate, network, sampling) as metadata."""
+    from percept.fusion.module import save_fusion
+
+    card = {"codec": cfg.codec, "quality": cfg.quality, "net": denoiser.net.config,
+            "sampling": dataclasses.asdict(cfg.sampling()), "config": dataclasses.asdict(cfg),
+            "steps_trained": step}  # fmt: skip
+    return save_fusion(denoiser, card, path)
+
+
+def main(argv: list[str]) -> int:
+    """`percept train aux-encoder|fusion ...` (argv = ["train", KIND, *options])."""
+    kind = argv[1]
+    p = argparse.ArgumentParser(prog=f"percept train {kind}", description=__doc__.split("\n")[0])
+    p.add_argument("--config", required=True, help="packaged config name or a .json path")
+    p.add_argument("--out", required=True, type=Path, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument(
+        "--max-minutes", type=float, help="stop (with a checkpoint) after this wall time"
+    )
+    p.add_argument("--max-steps", type=int, help="stop at this global step")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:k]")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a key")
+    p.add_argument("--export", action="store_true", help="export the weights even if unfinished")
+    args = p.parse_args(argv[2:])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise PerceptError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    cls, run = (AuxConfig, train_aux) if kind == "aux-encoder" else (FusionConfig, train_fusion)
+    summary = run(load_config(args.config, cls, overrides), args.out, resume=args.resume,
+                  max_minutes=args.max_minutes, max_steps=args.max_steps, device=args.device,
+                  export=args.export)  # fmt: skip
+    print(json.dumps(summary))
+    return 0
+
+
+def publish_fusion(run_dir, name: str | None = None, *, folder=None, half: bool = True) -> dict:
+    """Ship a finished `percept train fusion` run into the zoo: float16 network weights (float32
+    normalising scales), sha256, and a card with the codec, rate, sampling, training cost and the
+    held-out curves of both stages."""
+    from percept import zoo
+    from percept.fusion.module import _read, save_fusion
+
+    run_dir = Path(run_dir)
+    state, record = _read(run_dir)
+    cfg = record["config"]
+    name = name or cfg["name"]
+    rows = runtime.read_log(run_dir)
+    aux_dir = Path(cfg["aux_run"])
+    aux_rows = runtime.read_log(aux_dir) if aux_dir.is_dir() else []
+    denoiser = LatentDenoiser(LatentFusionNet(**record["net"]))
+    denoiser.load_state_dict(state)
+    card = {
+        **record, "arch": "latent-fusion", "name": name,
+        "params": sum(p.numel() for p in denoiser.net.parameters()),
+        "steps": record["steps_trained"], "storage_dtype": "float16" if half else "float32",
+        "train_seconds": round(runtime.wall_seconds(rows) + runtime.wall_seconds(aux_rows), 1),
+        "data": "imagenet-sample train split (every 10th file held out); never Kodak",
+        "aux_encoder": {"run": str(aux_dir), "config": _run_config(aux_dir),
+                        "heldout": [r for r in aux_rows if r.get("kind") == "val"]},
+        "history": {"val": [r for r in rows if r.get("kind") == "val"],
+                    "loss": zoo.thin([r for r in rows if "loss" in r])},
+        "source_run": str(run_dir),
+    }  # fmt: skip
+    folder = Path(folder) if folder is not None else zoo.weights_dir()
+    with tempfile.TemporaryDirectory() as tmp:
+        exported = save_fusion(denoiser, card, Path(tmp) / "f.safetensors", half=half)
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(exported))
+    return zoo.publish(name, "fusion", tensors, card, folder=folder)
+
+
+def _run_config(run_dir: Path) -> dict | None:
+    path = run_dir / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else None
