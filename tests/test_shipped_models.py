@@ -139,3 +139,32 @@ def test_a_sigma_above_the_consistency_models_range_is_warned_about(kodim23):
         enhance(x, cm, top, "fast", generator=torch.Generator().manual_seed(0))
     with pytest.warns(RuntimeWarning, match=f"above {top:g}, the top of the noise levels"):
         enhance(x, cm, 1.5 * top, "fast", generator=torch.Generator().manual_seed(0))
+
+
+FUSIONS = sorted(n for n, e in REGISTRY.items() if e["kind"] == "fusion")
+
+
+def test_every_learned_codec_rate_ships_a_fusion_module():
+    from percept.fusion.decode import FUSION_MODULES
+
+    expected = sorted(n for rates in FUSION_MODULES.values() for n in rates.values())
+    assert FUSIONS == expected
+
+
+@pytest.mark.parametrize("name", FUSIONS)
+def test_shipped_fusion_module_keeps_tau_zero_exact_and_changes_the_decode(name):
+    from percept.container import decode_file, encode_image
+    from percept.fusion.decode import base_codec_of, decode_file_fused
+    from percept.fusion.module import load_fusion
+
+    card = REGISTRY[name]["card"]
+    missing = [f for f in CARD_FIELDS if f not in card]
+    assert not missing, f"{name}: card lacks {missing}"
+    fusion = load_fusion(name)
+    assert (fusion.codec_name, fusion.quality) == (card["codec"], card["quality"])
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 12, generator=g), size=(64, 96), mode="bicubic")
+    data = encode_image(x.clamp(0, 1), base_codec_of(fusion))
+    base, _ = decode_file(data)
+    assert torch.equal(decode_file_fused(data, fusion, 0.0)[0], base)
+    assert not torch.equal(decode_file_fused(data, fusion, 1.0)[0], base)

@@ -100,6 +100,21 @@ def _png_path(cache: Path, image: str, codec: str, quality: int, method: str) ->
     return cache / f"{codec}-q{quality}" / method.replace(":", "_") / f"{image}.png"
 
 
+def output_images(out, results: dict, codec: str, quality: int, method: str) -> list[torch.Tensor]:
+    """The kept outputs of one cell of a results file, in image order; method "original" gives the
+    dataset's images themselves (loaded again by the run's config)."""
+    names = list(dict.fromkeys(r["image"] for r in results["rows"]))
+    if method == "original":
+        config = results["config"]
+        found = {
+            item.name: item.image
+            for item in load_dataset(config["dataset"], crop=config["crop"], limit=config["limit"])
+        }
+        return [found[n] for n in names]
+    cache = _cache_dir(Path(out))
+    return [load_image(_png_path(cache, n, codec, quality, method))[0] for n in names]
+
+
 def _uses_cm(parsed: tuple) -> bool:
     """Whether a parsed method runs the consistency sampler (the fast presets)."""
     from percept.presets import get_preset

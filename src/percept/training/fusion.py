@@ -413,9 +413,13 @@ def train_fusion(cfg: FusionConfig, out_dir, *, resume=False, max_minutes=None, 
             loss.backward()
             torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
             opt.step()
+            # EMA with a warm-up (decay (1 + step) / (10 + step) until it reaches cfg.ema): a short
+            # CPU schedule would otherwise keep a large share of the zero-output initial network
+            # (0.999^1000 = 37% after 1000 steps), shrinking every sampled residual.
+            decay = min(cfg.ema, (1 + step) / (10 + step))
             with torch.no_grad():
                 for e, p in zip(ema.state_dict().values(), denoiser.state_dict().values()):
-                    e.copy_(p) if not e.is_floating_point() else e.lerp_(p, 1 - cfg.ema)
+                    e.copy_(p) if not e.is_floating_point() else e.lerp_(p, 1 - decay)
             step += 1
             bar.update(1)
             if step % cfg.log_every == 0:
@@ -440,10 +444,11 @@ def train_fusion(cfg: FusionConfig, out_dir, *, resume=False, max_minutes=None, 
 def export_fusion(denoiser: LatentDenoiser, cfg: FusionConfig, step: int, path: Path) -> Path:
     """The EMA denoiser with the card a loader needs (codec, rate, network, sampling) as metadata."""
     from percept.fusion.module import save_fusion
+    from percept.provenance import environment
 
     card = {"codec": cfg.codec, "quality": cfg.quality, "net": denoiser.net.config,
             "sampling": dataclasses.asdict(cfg.sampling()), "config": dataclasses.asdict(cfg),
-            "steps_trained": step}  # fmt: skip
+            "steps_trained": step, "environment": environment()}  # fmt: skip
     return save_fusion(denoiser, card, path)
 
 
@@ -488,6 +493,7 @@ def publish_fusion(run_dir, name: str | None = None, *, folder=None, half: bool 
     held-out curves of both stages."""
     from percept import zoo
     from percept.fusion.module import _read, save_fusion
+    from percept.provenance import environment
 
     run_dir = Path(run_dir)
     state, record = _read(run_dir)
@@ -499,6 +505,7 @@ def publish_fusion(run_dir, name: str | None = None, *, folder=None, half: bool 
     denoiser = LatentDenoiser(LatentFusionNet(**record["net"]))
     denoiser.load_state_dict(state)
     card = {
+        "environment": environment(),  # a run exported before cards carried it: this machine's
         **record, "arch": "latent-fusion", "name": name,
         "params": sum(p.numel() for p in denoiser.net.parameters()),
         "steps": record["steps_trained"], "storage_dtype": "float16" if half else "float32",

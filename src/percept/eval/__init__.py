@@ -1,0 +1,1 @@
+"""Evaluation built on the harness (`percept.evaluate`): reports that read its results files."""
