@@ -3,6 +3,9 @@
     python benchmarks/fusion_designs.py --module fusion-hyperprior-q2 --images 24 \
         --record results/fusion-designs.json [--module runs/fusion-q2-quantized ...]
 
+With `--aux-run`, also the decodes of the true targets (what a perfect module would give at
+tau = 1; `fusion_report.target_oracle`), which chose the shipped modules' target.
+
 For each module given, on the first `--images` Kodak images (`--crop`, crop256 by default): PSNR and
 SWD (x1e3) at each tau for the blend, late-start and combined designs (`fusion_report.design_sweep`:
 each file decoded once, the same per-image seeds for every design). The chapter keeps the design
@@ -26,11 +29,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", default="crop256")
     p.add_argument("--taus", type=float, nargs="+", default=[0, 0.25, 0.5, 0.75, 1])
     p.add_argument("--designs", nargs="+", default=None, help="names of fusion_report.DESIGNS")
+    p.add_argument(
+        "--aux-run",
+        nargs="*",
+        default=[],
+        metavar="Q=DIR",
+        help="auxiliary encoder runs (e.g. 2=runs/aux-q2): adds the decodes of the true targets",
+    )
     p.add_argument("--record", default="results/fusion-designs.json")
     args = p.parse_args(argv)
 
     from percept.datasets import load_dataset
-    from percept.eval.fusion_report import DESIGNS, design_sweep
+    from percept.eval.fusion_report import DESIGNS, design_sweep, target_oracle
     from percept.fusion.module import load_fusion
     from percept.provenance import environment
 
@@ -42,8 +52,18 @@ def main(argv: list[str] | None = None) -> int:
         table = design_sweep(load_fusion(name), images, args.taus, args.designs or tuple(DESIGNS))
         print(f"\n{name}\n{table.round(3).to_string(index=False)}")
         tables[name] = table.to_dict("records")
+    oracles = {}
+    for item in args.aux_run:
+        from percept.training.fusion import base_codec, load_aux_encoder
+
+        q, _, run_dir = item.partition("=")
+        model, _ = base_codec("percept-hyperprior", int(q))
+        table = target_oracle(model, load_aux_encoder(run_dir, model), images)
+        print(f"\npercept-hyperprior q{q}: decodes of the true targets ({run_dir})")
+        print(table.round(3).to_string(index=False))
+        oracles[f"q{q}"] = {"aux_run": run_dir, "rows": table.to_dict("records")}
     record = {"name": "fusion_designs", "config": vars(args), "environment": environment(),
-              "tables": tables}  # fmt: skip
+              "tables": tables, "target_oracle": oracles}  # fmt: skip
     Path(args.record).parent.mkdir(parents=True, exist_ok=True)
     Path(args.record).write_text(json.dumps(record, indent=1) + "\n")
     return 0

@@ -163,7 +163,9 @@ def test_shipped_fusion_module_keeps_tau_zero_exact_and_changes_the_decode(name)
     fusion = load_fusion(name)
     assert (fusion.codec_name, fusion.quality) == (card["codec"], card["quality"])
     g = torch.Generator().manual_seed(0)
-    x = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 12, generator=g), size=(64, 96), mode="bicubic")
+    x = torch.nn.functional.interpolate(
+        torch.rand(1, 3, 8, 12, generator=g), size=(64, 96), mode="bicubic"
+    )
     data = encode_image(x.clamp(0, 1), base_codec_of(fusion))
     base, _ = decode_file(data)
     assert torch.equal(decode_file_fused(data, fusion, 0.0)[0], base)

@@ -232,3 +232,33 @@ def design_sweep(fusion, images: dict, taus, designs=tuple(DESIGNS), *, seed: in
                 "swd": swd(refs, outs, **SWD_OPTIONS).mean,
             })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def target_oracle(model, aux, images: dict) -> pd.DataFrame:
+    """PSNR and SWD (x1e3) of g_s applied to each candidate target of the latent diffusion, built
+    from the true image (what a perfect fusion module would decode at tau = 1): the base latents,
+    the auxiliary latents before and after rounding, and the base latents moved by the auxiliary
+    encoder's shift. A training-side measurement: it needs the auxiliary encoder (not shipped)."""
+    from percept.fusion.latents import from_image, synthesize
+    from percept.images import quantize
+    from percept.metrics import psnr
+
+    refs, outs = list(images.values()), {}
+    for x in refs:
+        y, lat = from_image(model, x)
+        y_aux = aux(x)
+        targets = {
+            "base decode (y_hat)": lat.y_hat,
+            "continuous: g'_a(x)": y_aux,
+            "quantized: Q(g'_a(x))": torch.round(y_aux - lat.means) + lat.means,
+            "shift: y_hat + g'_a(x) - g_a(x)": lat.y_hat + (y_aux - y),
+            "unquantized base latents y": y,
+        }
+        for name, latent in targets.items():
+            outs.setdefault(name, []).append(quantize(synthesize(model, latent)))
+    return pd.DataFrame([
+        {"target": name, "psnr": float(np.mean([float(psnr(o, r)) for o, r in zip(imgs, refs)])),
+         "swd": swd(refs, imgs, **SWD_OPTIONS).mean}
+        for name, imgs in outs.items()
+    ])  # fmt: skip

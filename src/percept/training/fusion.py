@@ -94,7 +94,7 @@ class FusionConfig:
     emb: int = 128
     p_mean: float = -0.4
     p_std: float = 1.2
-    target: str = "continuous"  # or "quantized" (residual_pairs)
+    target: str = "shift"  # or "continuous" / "quantized" (residual_pairs)
     design: str = "blend"
     sample_steps: int = 4
     sigma_max: float = 10.0
@@ -312,22 +312,30 @@ def load_aux_encoder(source: str | Path, model: torch.nn.Module) -> torch.nn.Mod
     return freeze(aux)
 
 
+TARGETS = ("shift", "continuous", "quantized")
+
+
 @torch.no_grad()
 def residual_pairs(
-    model, aux, x: torch.Tensor, target: str = "continuous"
+    model, aux, x: torch.Tensor, target: str = "shift"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(condition, residual in latent units) for images x: the stage-(c) training pairs.
 
-    target "quantized" is the paper's Q(g'_a(x)); "continuous" is g'_a(x) before rounding. The
-    rounded residual is mostly zeros and +-1 flips that nothing the decoder holds predicts; the
-    continuous one also carries what rounding took from y (the dequantisation a decoder can guess)
-    and is smooth, which a small latent network learns far more easily (see the book's chapter)."""
-    _, latents = from_image(model, x)
+    What the fused latents y_hat + r aim at:
+    - "shift" (shipped): y_hat + (g'_a(x) - g_a(x)), the decoded latents moved as the auxiliary
+      encoder moves the codec's latents. It keeps nearly all of the auxiliary decode's realism and
+      none of the rounding noise of y, which nothing the decoder holds predicts.
+    - "continuous": g'_a(x) before rounding (that noise included: it mostly buys PSNR, not realism).
+    - "quantized": the paper's Q(g'_a(x)), mostly zeros and +-1 flips of the rounding.
+    The book's chapter measures all three (the decodes of the true targets, then trained modules)."""
+    if target not in TARGETS:
+        raise PerceptError(f"fusion target must be one of {', '.join(TARGETS)}, got {target!r}")
+    y, latents = from_image(model, x)
     y_aux = aux(x)
+    if target == "shift":
+        return latents.condition(), y_aux - y
     if target == "quantized":
         y_aux = torch.round(y_aux - latents.means) + latents.means
-    elif target != "continuous":
-        raise PerceptError(f"fusion target must be 'continuous' or 'quantized', got {target!r}")
     return latents.condition(), y_aux - latents.y_hat
 
 
