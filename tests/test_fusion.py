@@ -232,3 +232,45 @@ def test_cli_tau_zero_writes_the_base_decodes_png_bytes(codec_model, tmp_path):
     assert "non-learned codec" in done.stderr
     done = _percept("decode", tmp_path / "j.prcp", tmp_path / "j.png", "--fusion", "auto")
     assert done.returncode == 2 and "has no latent fusion module" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def aux_run(tmp_path_factory):
+    """A tiny stage-(b) run on the training photos."""
+    from percept.data import imagenet_sample_paths
+    from percept.training.fusion import AuxConfig, load_config, train_aux
+
+    if not imagenet_sample_paths("train"):
+        pytest.skip("imagenet-sample not found: set PERCEPT_DATA to a folder with imagenet-sample/")
+    out = tmp_path_factory.mktemp("aux")
+    cfg = load_config("aux-tiny", AuxConfig, {"train_images": 8})
+    summary = train_aux(cfg, out)
+    return out, summary
+
+
+def test_both_stages_train_resume_and_publish(aux_run, tmp_path):
+    from percept import zoo
+    from percept.training import runtime
+    from percept.training.fusion import FusionConfig, load_config, publish_fusion, train_fusion
+
+    aux_dir, summary = aux_run
+    assert summary["step"] == 4 and (aux_dir / "aux-encoder.safetensors").is_file()
+    held = [r for r in runtime.read_log(aux_dir) if r.get("kind") == "val"]
+    assert [r["step"] for r in held] == [0, 2, 4] and held[0]["psnr_aux"] == held[0]["psnr_base"]
+    over = {"aux_run": str(aux_dir), "train_images": 8, "steps": 2}
+    cfg = load_config("fusion-tiny", FusionConfig, over)
+    out = tmp_path / "fusion"
+    assert train_fusion(cfg, out)["step"] == 2
+    with pytest.raises(PerceptError, match="already holds a run"):
+        train_fusion(cfg, out)
+    with pytest.raises(PerceptError, match="different config"):
+        train_fusion(
+            load_config("fusion-tiny", FusionConfig, {**over, "lr": 1.0}), out, resume=True
+        )
+    longer = load_config("fusion-tiny", FusionConfig, {**over, "steps": 4})  # a longer schedule
+    assert train_fusion(longer, out, resume=True)["step"] == 4
+    entry = publish_fusion(out, "fusion-test", folder=tmp_path / "zoo")
+    card = entry["card"]
+    assert card["kind"] == "fusion" and card["steps"] == 4 and card["quality"] == 1
+    assert card["aux_encoder"]["heldout"] and card["history"]["val"]
+    assert zoo.sha256_file(tmp_path / "zoo" / "fusion-test.safetensors") == entry["sha256"]

@@ -173,6 +173,11 @@ def _start(out: Path, cfg, resume: bool) -> dict | None:
     if resume and (out / runtime.CHECKPOINT).exists():
         state = runtime.load_checkpoint(out)
         diff = runtime.config_changes(state["config"], dataclasses.asdict(cfg))
+        # Both stages keep a constant learning rate after warm-up, so a longer schedule is the
+        # same run continued: `steps` may grow (never below the steps already done).
+        if diff == ["steps"] and cfg.steps >= state["step"]:
+            (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+            return state
         if diff:
             raise PerceptError(f"--resume with a different config (keys {diff}): use the run's own")
         return state
