@@ -37,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         help="auxiliary encoder runs (e.g. 2=runs/aux-q2): adds the decodes of the true targets",
     )
     p.add_argument("--record", default="results/fusion-designs.json")
+    p.add_argument(
+        "--store",
+        action="store_true",
+        help="also write the tables into the zoo card of the shipped module of each measured rate",
+    )
     args = p.parse_args(argv)
 
     from percept.datasets import load_dataset
@@ -66,6 +71,15 @@ def main(argv: list[str] | None = None) -> int:
               "tables": tables, "target_oracle": oracles}  # fmt: skip
     Path(args.record).parent.mkdir(parents=True, exist_ok=True)
     Path(args.record).write_text(json.dumps(record, indent=1) + "\n")
+    if args.store:  # the card of the shipped module of each rate measured carries the figures
+        from percept.fusion.decode import fusion_name_for
+        from percept.zoo import record_benchmark
+
+        extra = {"images": args.images, "crop": args.crop, "dataset": args.dataset}
+        for q, oracle in oracles.items():
+            name = fusion_name_for("percept-hyperprior", int(q[1:]))
+            record_benchmark(name, "target_oracle", {**extra, **oracle})
+            record_benchmark(name, "design_sweep", {**extra, "tables": tables})
     return 0
 
 

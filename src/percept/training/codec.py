@@ -103,17 +103,7 @@ def load_config(
             f"no codec config {spec!r}: give a JSON file or one of {', '.join(packaged_configs())}"
         )
     data.update(overrides or {})
-    known = {f.name for f in dataclasses.fields(CodecTrainConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise PerceptError(f"unknown codec config keys {unknown}: valid keys are {sorted(known)}")
-    cfg = CodecTrainConfig(**data)
-    if cfg.crop % 64 or cfg.val_crop % 64:
-        # g_a downsamples by 16 and h_a by 4 more: other sizes misalign y with h_s's output.
-        raise PerceptError(
-            f"crop ({cfg.crop}) and val_crop ({cfg.val_crop}) must be multiples of 64"
-        )
-    return cfg
+    return runtime.cropped_config(CodecTrainConfig, data, "codec")
 
 
 def random_crops(

@@ -118,16 +118,7 @@ def load_config(spec, cls, overrides: dict | None = None):
     prefix = "aux-" if cls is AuxConfig else "fusion-"
     data = dict(spec) if isinstance(spec, dict) else runtime.read_config(str(spec), prefix)
     data.update(overrides or {})
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise PerceptError(f"unknown config keys {unknown}: valid keys are {sorted(known)}")
-    cfg = cls(**data)
-    if cfg.crop % 64 or cfg.val_crop % 64:
-        raise PerceptError(
-            f"crop ({cfg.crop}) and val_crop ({cfg.val_crop}) must be multiples of 64"
-        )
-    return cfg
+    return runtime.cropped_config(cls, data, "aux-encoder" if cls is AuxConfig else "fusion")
 
 
 def base_codec(name: str, quality: int) -> tuple[torch.nn.Module, dict]:
@@ -185,27 +176,38 @@ def _start(out: Path, cfg, resume: bool) -> dict | None:
     return None
 
 
+def _measure(rows: dict, images: dict, x: torch.Tensor, seed: int) -> None:
+    """Add PSNR and patch SWD (x1e3) of each decode in `images` of the batch x to `rows` (sums
+    weighted by batch size; every decode of a batch is scored on the same patches)."""
+    for key, img in images.items():
+        g = torch.Generator().manual_seed(seed)
+        rows[f"psnr_{key}"] = rows.get(f"psnr_{key}", 0.0) + psnr(img, x) * len(x)
+        swd = 1e3 * patch_swd_loss(img, x, patches=1024, generator=g).item()
+        rows[f"swd_{key}"] = rows.get(f"swd_{key}", 0.0) + swd * len(x)
+
+
 @torch.no_grad()
 def aux_heldout(model, aux, val: torch.Tensor) -> dict:
     """Held-out PSNR and patch SWD (x1e3) of the base and auxiliary decodes, and the aux rate."""
-    rows = {"psnr_base": 0.0, "psnr_aux": 0.0, "swd_base": 0.0, "swd_aux": 0.0, "bpp_aux": 0.0}
+    rows: dict[str, float] = {"bpp_aux": 0.0}
     for i in range(0, len(val), 4):
         x = val[i : i + 4]
         base, aux_x = aux_images(model, aux, x)
         out = aux_decode(model, aux, x)
-        g = torch.Generator().manual_seed(i)
-        rows["bpp_aux"] += (
-            latent_bpp(model, out["y_aux_hat"], out["latents"], x[0, 0].numel() * len(x)).item()
-            / len(x)
-            * len(x)
+        pixels = x.shape[0] * x.shape[2] * x.shape[3]
+        rows["bpp_aux"] += latent_bpp(model, out["y_aux_hat"], out["latents"], pixels).item() * len(
+            x
         )
-        for key, img in (("base", base), ("aux", aux_x)):
-            rows[f"psnr_{key}"] += psnr(img, x) * len(x)
-            g.manual_seed(i)
-            rows[f"swd_{key}"] += (
-                1e3 * patch_swd_loss(img, x, patches=1024, generator=g).item() * len(x)
-            )
+        _measure(rows, {"base": base, "aux": aux_x}, x, i)
     return {k: round(v / len(val), 4) for k, v in rows.items()}
+
+
+def _setup(cfg, device: str):
+    """The frozen codec (and its training record), the training photos and the held-out crops."""
+    model, record = base_codec(cfg.codec, cfg.quality)
+    train = load_split("train", cfg.train_images, min_side=cfg.crop)
+    val = center_crops(load_split("val", cfg.val_images, min_side=cfg.val_crop), cfg.val_crop)
+    return model.to(device), record, train, val.to(device)
 
 
 def train_aux(cfg: AuxConfig, out_dir, *, resume=False, max_minutes=None, max_steps=None,
@@ -213,13 +215,8 @@ def train_aux(cfg: AuxConfig, out_dir, *, resume=False, max_minutes=None, max_st
     """Stage (b): train g'_a against the frozen codec (module docstring)."""
     out = Path(out_dir)
     session = _Session(out, resume, max_minutes)
-    model, record = base_codec(cfg.codec, cfg.quality)
-    model = model.to(device)
+    model, record, train, val = _setup(cfg, device)
     mse_weight = record["lmbda"] * 255**2
-    train = load_split("train", cfg.train_images, min_side=cfg.crop)
-    val = center_crops(load_split("val", cfg.val_images, min_side=cfg.val_crop), cfg.val_crop).to(
-        device
-    )
     torch.manual_seed(cfg.seed)
     aux = make_aux_encoder(model).to(device).train()
     disc = PatchDiscriminator(model.g_s[0].in_channels, cfg.disc_width).to(device).train()
@@ -347,21 +344,15 @@ def residual_pairs(
 @torch.no_grad()
 def fusion_heldout(fusion: LatentFusion, aux, val: torch.Tensor, taus=(0.5, 1.0)) -> dict:
     """Held-out PSNR and patch SWD (x1e3) of the base, auxiliary and fused decodes."""
-    model = fusion.codec_model
-    rows: dict[str, float] = {}
+    model, rows = fusion.codec_model, {}
     for i in range(0, len(val), 4):
         x = val[i : i + 4]
         _, latents = from_image(model, x)
         images = {"base": synthesize(model, latents.y_hat), "aux": aux_images(model, aux, x)[1]}
         for tau in taus:
-            images[f"tau{tau:g}"] = fusion.decode_latents(
-                latents, tau, torch.Generator().manual_seed(i)
-            )
-        for key, img in images.items():
-            g = torch.Generator().manual_seed(i)
-            rows[f"psnr_{key}"] = rows.get(f"psnr_{key}", 0.0) + psnr(img, x) * len(x)
-            swd = 1e3 * patch_swd_loss(img, x, patches=1024, generator=g).item()
-            rows[f"swd_{key}"] = rows.get(f"swd_{key}", 0.0) + swd * len(x)
+            gen = torch.Generator().manual_seed(i)
+            images[f"tau{tau:g}"] = fusion.decode_latents(latents, tau, gen)
+        _measure(rows, images, x, i)
     return {k: round(v / len(val), 4) for k, v in rows.items()}
 
 
@@ -370,13 +361,8 @@ def train_fusion(cfg: FusionConfig, out_dir, *, resume=False, max_minutes=None, 
     """Stage (c): train the latent denoiser on residuals toward the auxiliary latents."""
     out = Path(out_dir)
     session = _Session(out, resume, max_minutes)
-    model, _ = base_codec(cfg.codec, cfg.quality)
-    model = model.to(device)
+    model, _, train, val = _setup(cfg, device)
     aux = load_aux_encoder(cfg.aux_run, model).to(device)
-    train = load_split("train", cfg.train_images, min_side=cfg.crop)
-    val = center_crops(load_split("val", cfg.val_images, min_side=cfg.val_crop), cfg.val_crop).to(
-        device
-    )
     torch.manual_seed(cfg.seed)
     channels = model.g_s[0].in_channels
     denoiser = (

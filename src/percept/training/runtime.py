@@ -239,9 +239,10 @@ def config_from_dict(cls, d: dict, kind: str):
 
     from percept.errors import PerceptError
 
-    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
     if unknown:
-        raise PerceptError(f"{kind} config: unknown keys {sorted(unknown)}")
+        raise PerceptError(f"unknown {kind} config keys {unknown}: valid keys are {sorted(known)}")
     d = dict(d)
     if "scale_range" in d:
         d["scale_range"] = tuple(d["scale_range"])
@@ -273,3 +274,15 @@ def wall_seconds(rows: list[dict[str, Any]]) -> float:
             total += r["elapsed_s"] - previous if r["elapsed_s"] >= previous else r["elapsed_s"]
             previous = r["elapsed_s"]
     return total
+
+
+def cropped_config(cls, data: dict, kind: str):
+    """`config_from_dict` for configs that crop images for a hyperprior codec: crop sizes must be
+    multiples of 64 (g_a downsamples by 16 and h_a by 4 more: other sizes misalign y with h_s's
+    output)."""
+    cfg = config_from_dict(cls, data, kind)
+    if cfg.crop % 64 or cfg.val_crop % 64:
+        raise PerceptError(
+            f"crop ({cfg.crop}) and val_crop ({cfg.val_crop}) must be multiples of 64"
+        )
+    return cfg
