@@ -18,12 +18,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture()
-def photo(kodak_dir, tmp_path):
-    """A 67x91 crop of kodim23 as a PNG (odd size on purpose)."""
-    with Image.open(kodak_dir / "kodim23.png") as img:
-        crop = img.convert("RGB").crop((200, 100, 291, 167))
+def photo(photos, tmp_path):
+    """A 67x91 crop of the suite's main photo as a PNG (odd size on purpose)."""
+    from percept.images import save_png
+
     path = tmp_path / "crop.png"
-    crop.save(path)
+    save_png(photos.image("kodim23")[..., 100:167, 200:291], path)
     return path
 
 
