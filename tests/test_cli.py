@@ -1,4 +1,4 @@
-"""`percept encode | decode | info | codecs | demo`, and bad input: exit 2, one line, no file left."""
+"""`percept encode | decode | info | codecs`, and bad input: exit 2, one line, no file left."""
 
 from __future__ import annotations
 
@@ -69,17 +69,6 @@ def test_codecs_table(capsys):
     out = capsys.readouterr().out
     assert re.search(r"^jpeg\s+pillow\s+1\.\.100\s+75\s+yes", out, re.M)
     assert re.search(r"^vtm\s+external", out, re.M)
-
-
-def test_demo_writes_side_by_side_at_low_rate(tmp_path, capsys):
-    out = tmp_path / "demo.png"
-    assert main(["demo", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    rate = float(re.search(r"([\d.]+) bpp", printed).group(1))
-    psnr = float(re.search(r"PSNR ([\d.]+) dB", printed).group(1))
-    assert 0.2 <= rate <= 0.4 and 20 < psnr < 40
-    with Image.open(out) as img:
-        assert img.width > 2 * 500 and img.height > 400
 
 
 def _bad_files(encoded, tmp_path):
