@@ -17,6 +17,7 @@ is meant to: a function that returns None for a codec it does not apply to, such
 
 from __future__ import annotations
 
+import functools
 import io
 import time
 from collections.abc import Callable
@@ -66,9 +67,13 @@ def enhance_fast(coded: Coded) -> tuple[Tensor, str] | None:
     from percept.enhancer import enhance_image, load_enhancer_prior
 
     sigma = lookup_sigma(coded.codec, coded.quality, CONSISTENCY_MODEL, "fast")
-    model = load_enhancer_prior(CONSISTENCY_MODEL)
-    y = enhance_image(coded.x_hat, model, sigma, "fast", seed=0)
+    y = enhance_image(coded.x_hat, _model(load_enhancer_prior), sigma, "fast", seed=0)
     return y, f"+ enhancer, sigma {sigma:.2f}"
+
+
+@functools.cache
+def _model(load):
+    return load(CONSISTENCY_MODEL)  # loaded once for all codecs
 
 
 # name -> function of a Coded image: (output, panel title), or None where it does not apply.
@@ -78,16 +83,11 @@ METHODS: dict[str, Callable[[Coded], tuple[Tensor, str] | None]] = {
 }
 
 
-class Steps:
-    """Prints each step's wall time as it finishes."""
-
-    def __init__(self):
-        self.start = time.perf_counter()
-
-    def __call__(self, what: str, since: float) -> float:
-        now = time.perf_counter()
-        print(f"  {now - since:6.1f} s  {what}", flush=True)
-        return now
+def _timed(what: str, since: float) -> float:
+    """Print a step's wall time (since `since`); return now, the next step's start."""
+    now = time.perf_counter()
+    print(f"  {now - since:6.1f} s  {what}", flush=True)
+    return now
 
 
 def run_demo(x: Tensor, codecs=DEFAULT_CODECS, methods=DEFAULT_METHODS) -> list[Panel]:
@@ -100,15 +100,14 @@ def run_demo(x: Tensor, codecs=DEFAULT_CODECS, methods=DEFAULT_METHODS) -> list[
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise PerceptError(f"unknown demo method(s) {unknown}: choose from {', '.join(METHODS)}")
-    step = Steps()
-    t = step.start
+    t = time.perf_counter()
     outputs: list[tuple[str, Tensor, float | None]] = [("original", x, None)]
     for name, quality in codecs:
         codec = get_codec(name, quality)
         data = encode_image(x, codec)
         x_hat, record = decode_file(data)
         coded = Coded(name, quality, data, record, x_hat)
-        t = step(f"{name} q{quality}: encode + decode ({record.bpp:.3f} bpp)", t)
+        t = _timed(f"{name} q{quality}: encode + decode ({record.bpp:.3f} bpp)", t)
         for method in methods:
             result = METHODS[method](coded)
             if result is None:
@@ -116,7 +115,7 @@ def run_demo(x: Tensor, codecs=DEFAULT_CODECS, methods=DEFAULT_METHODS) -> list[
             y, title = result
             outputs.append((title, quantize(y), record.bpp))
             if method != "decode":
-                t = step(f"{name} q{quality}: {method}", t)
+                t = _timed(f"{name} q{quality}: {method}", t)
     panels = []
     for title, y, rate in outputs:
         # 512 patches per pyramid level and seed: one image gives few, and a whole-image gate
@@ -124,7 +123,7 @@ def run_demo(x: Tensor, codecs=DEFAULT_CODECS, methods=DEFAULT_METHODS) -> list[
         realism = swd([x], [y], patches_per_image=512)
         score = None if rate is None else float(psnr(x, y)[0])
         panels.append(Panel(title, y, rate, score, realism.mean, realism.std))
-    step("realism (SWD) and PSNR of every panel", t)
+    _timed("realism (SWD) and PSNR of every panel", t)
     return panels
 
 
