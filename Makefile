@@ -8,7 +8,7 @@ export PERCEPT_DATA ?= $(abspath ../shared/data)
 .PHONY: help venv demo test test-all lint book notebooks bench clean
 
 help:
-	@echo "make demo   - set up and run the demo (encode a real photo, decode, side-by-side PNG)"
+	@echo "make demo   - set up and run the demo (a photo at a low rate: plain decode vs enhancer, one PNG)"
 	@echo "make test   - set up and run the offline test suite"
 	@echo "make book   - execute the notebooks with papermill and build the Jupyter Book"
 	@echo "make lint   - ruff"
@@ -23,9 +23,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# DEMO_ARGS: more options, e.g. the README's picture: DEMO_ARGS="--panel 136 --out docs/demo.png"
 demo: $(STAMP)
 	mkdir -p out
-	$(BIN)/percept demo --out out/demo.png
+	$(BIN)/percept demo --out out/demo.png $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

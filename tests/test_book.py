@@ -13,7 +13,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
 
 from percept import book
 from percept.errors import PerceptError
@@ -42,7 +41,7 @@ def built_book(tmp_path_factory) -> Path:
 def test_every_notebook_runs_clean_with_the_tiny_profile(built_book):
     names = book.source_notebooks(built_book)
     assert names, "no notebooks found"
-    tiny = yaml.safe_load((built_book / "notebooks" / "params" / "tiny.yaml").read_text())
+    tiny = book.load_profile(built_book, "tiny")  # with its without_kodak values when no Kodak
     for name in names:
         path = built_book / "book" / "notebooks" / f"{name}.ipynb"
         nb = nbformat.read(path, as_version=4)
@@ -96,6 +95,26 @@ def test_profiles_must_cover_every_notebook(tmp_path):
         book.load_profile(root, "broken")
     with pytest.raises(PerceptError, match="unknown profile"):
         book.load_profile(root, "nope")
+
+
+def test_a_profile_replaces_kodak_where_it_is_missing(tmp_path):
+    root = copy_book_sources(tmp_path)
+    with_kodak = book.load_profile(root, "tiny", kodak=True)
+    without = book.load_profile(root, "tiny", kodak=False)
+    assert with_kodak["05_failure_cases"]["low_rate_images"] == ["kodim01"]
+    assert without["05_failure_cases"]["low_rate_images"] == ["coffee"]
+    assert without["06_main_tables"]["dataset"] == "skimage" and "dataset" not in with_kodak[
+        "06_main_tables"
+    ]
+    assert book.kodak_replacements(root, "tiny") == {
+        "05_failure_cases": {"low_rate_images": ["coffee"], "level_dataset": "skimage"},
+        "06_main_tables": {"dataset": "skimage"},
+    }
+    params = root / "notebooks" / "params"
+    text = (params / "tiny.yaml").read_text()
+    (params / "odd.yaml").write_text(text + "  99_no_such_chapter: {}\n")
+    with pytest.raises(PerceptError, match="without_kodak must map notebook names"):
+        book.load_profile(root, "odd")
 
 
 def test_warnings_and_errors_in_outputs_are_problems(tmp_path):

@@ -131,12 +131,24 @@ def test_an_entry_for_a_learned_codec_is_refused_once_the_codec_is_republished(t
 
 
 def test_calibration_images_are_square_crops_of_large_enough_photos():
+    from PIL import Image
+
     from percept.calibrate import calibration_images
+    from percept.data import imagenet_sample_paths
+    from percept.images import load_image
 
     crops = calibration_images(3, 256)
     assert [tuple(c.shape) for c in crops] == [(1, 3, 256, 256)] * 3
-    # the first val photos are 500x375: an 800 px crop must come from a larger photo, not be cut short
-    (big,) = calibration_images(1, 800)
-    assert tuple(big.shape) == (1, 3, 800, 800)
-    with pytest.raises(PerceptError, match="800 px or larger"):
-        calibration_images(50, 800)
+    # a crop larger than the first val photo (the sample's: 500x375) must come from the first
+    # photo large enough, not be cut short
+    val = imagenet_sample_paths("val")
+    sides = []
+    for path in val:
+        with Image.open(path) as img:
+            sides.append(min(img.size))
+    size = sides[0] + 1
+    larger = next(p for p, side in zip(val, sides) if side >= size)
+    (big,) = calibration_images(1, size)
+    assert torch.equal(big, load_image(larger)[0][..., :size, :size])
+    with pytest.raises(PerceptError, match=f"{size} px or larger"):
+        calibration_images(len(val), size)

@@ -1,4 +1,4 @@
-"""`percept encode | decode | info | codecs | demo`, and bad input: exit 2, one line, no file left."""
+"""`percept encode | decode | info | codecs`, and bad input: exit 2, one line, no file left."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture()
-def photo(kodak_dir, tmp_path):
-    """A 67x91 crop of kodim23 as a PNG (odd size on purpose)."""
-    with Image.open(kodak_dir / "kodim23.png") as img:
-        crop = img.convert("RGB").crop((200, 100, 291, 167))
+def photo(photos, tmp_path):
+    """A 67x91 crop of the suite's main photo as a PNG (odd size on purpose)."""
+    from percept.images import save_png
+
     path = tmp_path / "crop.png"
-    crop.save(path)
+    save_png(photos.image("kodim23")[..., 100:167, 200:291], path)
     return path
 
 
@@ -69,17 +69,6 @@ def test_codecs_table(capsys):
     out = capsys.readouterr().out
     assert re.search(r"^jpeg\s+pillow\s+1\.\.100\s+75\s+yes", out, re.M)
     assert re.search(r"^vtm\s+external", out, re.M)
-
-
-def test_demo_writes_side_by_side_at_low_rate(tmp_path, capsys):
-    out = tmp_path / "demo.png"
-    assert main(["demo", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    rate = float(re.search(r"([\d.]+) bpp", printed).group(1))
-    psnr = float(re.search(r"PSNR ([\d.]+) dB", printed).group(1))
-    assert 0.2 <= rate <= 0.4 and 20 < psnr < 40
-    with Image.open(out) as img:
-        assert img.width > 2 * 500 and img.height > 400
 
 
 def _bad_files(encoded, tmp_path):

@@ -197,14 +197,14 @@ def test_heldout_bpp_counts_real_bytes(trained):
     assert all(n > 0 for n in nbytes)
 
 
-def test_registry_codec_round_trip_is_bit_exact(trained, kodim23):
+def test_registry_codec_round_trip_is_bit_exact(trained, photo):
     codecs = pytest.importorskip("percept.codecs")
     if not hasattr(codecs, "CompressAICodec"):
         pytest.fail("percept.codecs.CompressAICodec is missing: the codec registry is not in place")
     out, _ = trained
     model, _ = load_trained_codec(out / "codec-test.safetensors")
     codec = codecs.CompressAICodec(model, "percept-hyperprior", 3)
-    x = kodim23[:, :, :256, :320]
+    x = photo[:, :, :256, :320]
     data = codec.encode(x)
     strings = model.compress(x)["strings"]
     assert len(data) >= sum(len(s) for group in strings for s in group)

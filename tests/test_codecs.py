@@ -1,4 +1,5 @@
-"""Codecs: real round trips on a Kodak crop, the registry, CompressAI bitstreams, external tools."""
+"""Codecs: real round trips on a photo crop (Kodak, or its scikit-image stand-in), the registry,
+CompressAI bitstreams, external tools."""
 
 from __future__ import annotations
 
@@ -46,8 +47,8 @@ def _psnr(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module")
-def crop(kodim23):
-    return kodim23[..., CROP[0], CROP[1]].contiguous()
+def crop(photo):
+    return photo[..., CROP[0], CROP[1]].contiguous()
 
 
 def test_registry_lists_every_family():
@@ -61,7 +62,7 @@ def test_registry_lists_every_family():
 
 
 @pytest.mark.parametrize("name", list(QUALITIES))
-def test_round_trip_on_kodak_crop(crop, name):
+def test_round_trip_on_a_photo_crop(crop, name):
     if not codec_info(name).available:
         pytest.skip(codec_info(name).reason)
     results = []
@@ -96,8 +97,8 @@ def test_pillow_jpeg_matches_pillow_itself(crop, tmp_path):
     assert get_codec("jpeg", 35, subsampling="4:4:4").params["subsampling"] == "4:4:4"
 
 
-def test_jpeg2000_quality_is_a_rate_target(kodim23):
-    x = kodim23[..., :256, :256]
+def test_jpeg2000_quality_is_a_rate_target(photo):
+    x = photo[..., :256, :256]
     for quality in (25, 100):
         data = get_codec("jpeg2000", quality).encode(x)
         assert abs(bpp(data, 256, 256) - quality / 100) < 0.1 * quality / 100 + 0.02
@@ -124,7 +125,8 @@ def _tiny_model():
 
 
 # md5 of the tiny seeded model's payload for the 67x91 crop; CompressAI's range coder is
-# deterministic on CPU, so this changes only when the model, the input or the format changes.
+# deterministic on CPU, so this changes only when the model, the input or the format changes (the
+# untrained 8-channel model codes kodim23's crop and the stand-in's to the same bytes).
 GOLDEN_TINY_MD5 = "bfb6e70e0f62aeaaa6aa8307b360589f"
 
 
@@ -173,7 +175,7 @@ def test_zoo_offline_without_weights_fails_fast(tmp_path, monkeypatch):
     assert time.monotonic() - start < 20
 
 
-def test_plumbing_zoo_architecture_with_local_random_weights(kodim23, tmp_path):
+def test_plumbing_zoo_architecture_with_local_random_weights(photo, tmp_path):
     """Plumbing only: random weights, so the bitstream is real but the numbers mean nothing."""
     from compressai.zoo import bmshj2018_hyperprior
     from safetensors.torch import save_file
@@ -183,7 +185,7 @@ def test_plumbing_zoo_architecture_with_local_random_weights(kodim23, tmp_path):
     pth, st = tmp_path / "hyper-q1.pth", tmp_path / "hyper-q1.safetensors"
     torch.save(model.state_dict(), pth)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(st))
-    x = kodim23[..., :64, :72]
+    x = photo[..., :64, :72]
     codec = get_codec("bmshj2018-hyperprior", 1, weights=str(pth))
     data = encode_image(x, codec)
     y, rec = decode_file(data, weights=str(st))  # the same tensors in another format decode it

@@ -45,8 +45,8 @@ def test_round_trip_fields_and_bpp():
     assert bpp(100, 10, 10) == 8.0
 
 
-def test_encode_decode_file_uses_header_codec(kodim23):
-    x = kodim23[..., :48, :80]
+def test_encode_decode_file_uses_header_codec(photo):
+    x = photo[..., :48, :80]
     data = encode_image(x, get_codec("webp", 40))
     y, rec = decode_file(data)
     assert rec.codec == "webp" and rec.params["quality"] == 40 and rec.params["method"] == 4

@@ -53,11 +53,10 @@ def test_folder_skimage_and_imagenet_sample(tmp_path):
         64,
         64,
     )
-    val = datasets.load_dataset("imagenet-sample", limit=2)
-    if val:
-        from percept.data import imagenet_sample_paths
+    from percept.data import imagenet_sample_paths
 
-        assert [v.name for v in val] == [p.stem for p in imagenet_sample_paths("val")[:2]]
+    val = datasets.load_dataset("imagenet-sample", limit=2)  # the sample, or the suite's stand-in
+    assert [v.name for v in val] == [p.stem for p in imagenet_sample_paths("val")[:2]]
     with pytest.raises(PerceptError, match="unknown dataset"):
         datasets.load_dataset("no-such-set")
 
@@ -89,15 +88,28 @@ def test_kodak_download_rejects_wrong_bytes(tmp_path, monkeypatch):
     assert not (tmp_path / "kodim01.png").exists()
 
 
-def test_named_image_loads_out_of_domain_and_kodak_images(kodak_dir):
+def test_named_image_loads_out_of_domain_images():
     from percept.data import SKIMAGE_OUT_OF_DOMAIN, named_image
 
     for name in SKIMAGE_OUT_OF_DOMAIN:
         image = named_image(name)
         assert image.shape[:2] == (1, 3) and 0 <= image.min() and image.max() <= 1
-    assert named_image("kodim23").shape == (1, 3, 512, 768)
     with pytest.raises(PerceptError, match="unknown scikit-image image"):
         named_image("nonesuch")
+
+
+def test_named_image_loads_kodak_images(kodak_dir):
+    from percept.data import named_image
+
+    assert named_image("kodim23").shape == (1, 3, 512, 768)
+
+
+def test_named_image_says_what_is_missing_without_kodak(tmp_path, monkeypatch):
+    from percept.data import named_image
+
+    monkeypatch.setenv("PERCEPT_DATA", str(tmp_path))
+    with pytest.raises(PerceptError, match="kodim23 not found: set PERCEPT_DATA"):
+        named_image("kodim23")
 
 
 def test_image_panel_draws_one_axis_per_image():

@@ -26,8 +26,8 @@ from percept.images import load_image, save_png
 
 
 @pytest.fixture(scope="module")
-def crop(kodak_dir):
-    return load_image(kodak_dir / "kodim23.png")[0][..., 200:264, 300:364].contiguous()
+def crop(photo):
+    return photo[..., 200:264, 300:364].contiguous()
 
 
 def _planes(x: torch.Tensor) -> np.ndarray:
@@ -214,11 +214,11 @@ def test_decode_with_consistency_lowers_the_distortion(crop, tmp_path, capsys):
     assert "needs a JPEG file" in capsys.readouterr().err
 
 
-def test_sigma_sweep_with_consistency_projects_every_output(crop, kodak_dir):
+def test_sigma_sweep_with_consistency_projects_every_output(crop, photos):
     from percept.enhancer import load_prior
     from percept.sweeps import sigma_sweep
 
-    images = {"a": crop, "b": load_image(kodak_dir / "kodim01.png")[0][..., :64, :64]}
+    images = {"a": crop, "b": photos.image("kodim01")[..., :64, :64]}
     cm = load_prior("percept-cm-s")
     kwargs = {"preset": "fast", "progress": False, "swd_seeds": (0,)}
     _, plain = sigma_sweep(images, get_codec("jpeg", 5), cm, [1.0], **kwargs)
@@ -257,10 +257,10 @@ def test_the_projection_applies_to_every_estimate_of_a_multi_step_sampler(crop):
     assert max((_outside(d, cells, 0) > 0.5).mean() for d in [*projected, y]) < 0.001
 
 
-def test_enhance_image_projects_only_the_image_region_of_its_padded_input(kodak_dir):
+def test_enhance_image_projects_only_the_image_region_of_its_padded_input(photo):
     from percept.enhancer import enhance_image, load_prior
 
-    x = load_image(kodak_dir / "kodim23.png")[0][..., 100:161, 200:275].contiguous()  # 61x75
+    x = photo[..., 100:161, 200:275].contiguous()  # 61x75
     payload = get_codec("jpeg", 10).encode(x)
     cells, decoded = JpegCells(payload), get_codec("jpeg", 10).decode(payload)
     y = enhance_image(
@@ -270,12 +270,12 @@ def test_enhance_image_projects_only_the_image_region_of_its_padded_input(kodak_
     assert (_outside(y, cells, 0) > 0.5).mean() < 0.001
 
 
-def test_calibration_with_the_projection_needs_a_larger_sigma(crop, kodak_dir):
+def test_calibration_with_the_projection_needs_a_larger_sigma(crop, photos):
     from percept.calibrate import calibrate_sigma
     from percept.enhancer import load_prior
 
     cm = load_prior("percept-cm-s")
-    images = [crop[..., :32, :32], load_image(kodak_dir / "kodim01.png")[0][..., :32, :32]]
+    images = [crop[..., :32, :32], photos.image("kodim01")[..., :32, :32]]
     kwargs = {"mse_ratio": 1.3, "seed": 0, "tol": 0.01, "return_history": True}
     codec = get_codec("jpeg", 50)
     plain, _ = calibrate_sigma(codec, cm, images, "fast", **kwargs)

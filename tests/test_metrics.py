@@ -37,10 +37,11 @@ def blur(x: torch.Tensor, radius: float) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def kodak_crops(kodak_dir):
+def photo_crops(photos):
+    """Central 256 px crops of four photos: Kodak's first four, or scikit-image's four photos."""
     from percept.datasets import load_dataset
 
-    return [item.image for item in load_dataset(str(kodak_dir), crop="crop256", limit=4)]
+    return [item.image for item in load_dataset(photos.dataset(), crop="crop256", limit=4)]
 
 
 # --- distortion -----------------------------------------------------------------------------------
@@ -86,10 +87,10 @@ def _np_ms_ssim(x: np.ndarray, y: np.ndarray, scales: int = 5) -> float:
     return float(per_channel.mean())
 
 
-def test_ms_ssim_matches_independent_computation(kodim23):
+def test_ms_ssim_matches_independent_computation(photo):
     from skimage.metrics import structural_similarity
 
-    x = kodim23[..., :192, :256]
+    x = photo[..., :192, :256]
     y = jpeg(x, 20)
     a, b = x[0].double().numpy(), y[0].double().numpy()
     # The numpy reference's single scale is skimage's SSIM (Gaussian weights, population covariance).
@@ -109,11 +110,11 @@ def test_ms_ssim_matches_independent_computation(kodim23):
     assert float(ms_ssim(x, x)[0]) == pytest.approx(1.0)
 
 
-def test_ssimulacra2_identity_and_monotone_in_jpeg_quality(kodim23):
+def test_ssimulacra2_identity_and_monotone_in_jpeg_quality(photo):
     pytest.importorskip("ssimulacra2")
     from percept.metrics import ssimulacra2
 
-    x = kodim23[..., :256, :256]
+    x = photo[..., :256, :256]
     assert float(ssimulacra2(x, x)[0]) == pytest.approx(100.0)
     scores = [float(ssimulacra2(x, jpeg(x, q))[0]) for q in (10, 40, 90)]
     assert scores[0] < scores[1] < scores[2] < 100.0
@@ -142,15 +143,15 @@ def test_laplacian_pyramid_reconstructs_the_image():
     np.testing.assert_allclose(g, x[0].numpy(), atol=1e-5)
 
 
-def test_swd_noise_floor_then_monotone_in_blur_and_noise(kodak_crops, one_thread):
+def test_swd_noise_floor_then_monotone_in_blur_and_noise(photo_crops, one_thread):
     kw = dict(seeds=(0, 1, 2), patches_per_image=256)
-    floor = swd(kodak_crops, kodak_crops, **kw)
-    blurred = [swd(kodak_crops, [blur(x, r) for x in kodak_crops], **kw).mean for r in (1, 2, 3)]
+    floor = swd(photo_crops, photo_crops, **kw)
+    blurred = [swd(photo_crops, [blur(x, r) for x in photo_crops], **kw).mean for r in (1, 2, 3)]
     g = torch.Generator().manual_seed(3)
     noisy = [
         swd(
-            kodak_crops,
-            [(x + s * torch.randn(x.shape, generator=g)).clamp(0, 1) for x in kodak_crops],
+            photo_crops,
+            [(x + s * torch.randn(x.shape, generator=g)).clamp(0, 1) for x in photo_crops],
             **kw,
         ).mean
         for s in (0.02, 0.05, 0.1)
@@ -161,24 +162,24 @@ def test_swd_noise_floor_then_monotone_in_blur_and_noise(kodak_crops, one_thread
     assert noisy[0] < noisy[1] < noisy[2]
     # ProGAN's per-set normalisation hides most of the blur (FINDINGS.md): a far smaller rise.
     progan_blur = swd(
-        kodak_crops, [blur(x, 2) for x in kodak_crops], normalization="each", **kw
+        photo_crops, [blur(x, 2) for x in photo_crops], normalization="each", **kw
     ).mean
     assert progan_blur - floor.mean < 0.5 * (blurred[1] - floor.mean)
 
 
-def test_swd_gain_is_paired_and_its_interval_says_when_a_gain_is_real(kodak_crops, one_thread):
+def test_swd_gain_is_paired_and_its_interval_says_when_a_gain_is_real(photo_crops, one_thread):
     from percept.metrics import swd_gain
 
     kw = dict(resamples=6, patches_per_image=64, seeds=(0,))
-    sharp, soft = [blur(x, 0.7) for x in kodak_crops], [blur(x, 2.5) for x in kodak_crops]
-    better = swd_gain(kodak_crops, soft, sharp, **kw)
+    sharp, soft = [blur(x, 0.7) for x in photo_crops], [blur(x, 2.5) for x in photo_crops]
+    better = swd_gain(photo_crops, soft, sharp, **kw)
     assert better.gain > 0 and better.low > 0 and better.significant, better
-    worse = swd_gain(kodak_crops, sharp, soft, **kw)
+    worse = swd_gain(photo_crops, sharp, soft, **kw)
     assert worse.high < 0 and worse.significant
-    same = swd_gain(kodak_crops, sharp, [x.clone() for x in sharp], **kw)
+    same = swd_gain(photo_crops, sharp, [x.clone() for x in sharp], **kw)
     assert same.gain == same.low == same.high == 0 and not same.significant  # exactly paired
     with pytest.raises(PerceptError, match="one size"):
-        swd_gain(kodak_crops, sharp[:2], soft, **kw)
+        swd_gain(photo_crops, sharp[:2], soft, **kw)
 
 
 def test_kernel_distance_matches_direct_unbiased_mmd():
@@ -226,9 +227,9 @@ class TinyFeatures(torch.nn.Module):
         return [torch.nn.functional.adaptive_avg_pool2d(torch.tanh(self.conv(x)), 1)]
 
 
-def test_fid_plumbing_with_a_tiny_network_matches_direct_scipy(kodak_crops):
+def test_fid_plumbing_with_a_tiny_network_matches_direct_scipy(photo_crops):
     net = TinyFeatures().eval()
-    ref = kodak_crops
+    ref = photo_crops
     test = [jpeg(x, 10) for x in ref]
     ref_more = ref + [x.flip(-1) for x in ref] + [x.flip(-2) for x in ref]
     test_more = test + [x.flip(-1) for x in test] + [x.flip(-2) for x in test]

@@ -1,4 +1,5 @@
-"""Every model shipped in the package's zoo loads (sha256 checked) and does its job on a Kodak crop."""
+"""Every model shipped in the package's zoo loads (sha256 checked) and does its job on a photo crop
+(Kodak, or its scikit-image stand-in)."""
 
 from __future__ import annotations
 
@@ -35,11 +36,11 @@ def test_card_says_how_the_model_was_made(name):
 
 
 @pytest.mark.parametrize("name", DENOISERS)
-def test_shipped_denoiser_denoises_a_kodak_crop(name, kodim23):
+def test_shipped_denoiser_denoises_a_photo_crop(name, photo):
     from percept.zoo import load_denoiser
 
     model = load_denoiser(name)
-    x = crop(kodim23, 64) * 2 - 1
+    x = crop(photo, 64) * 2 - 1
     sigma = 0.1
     noisy = x + sigma * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -49,17 +50,16 @@ def test_shipped_denoiser_denoises_a_kodak_crop(name, kodim23):
 
 
 @pytest.mark.parametrize("name", sorted(n for n in DENOISERS if REGISTRY[n]["kind"] == "cm"))
-def test_shipped_consistency_model_follows_its_teachers_ode(name, kodak_dir):
+def test_shipped_consistency_model_follows_its_teachers_ode(name, photos):
     """One step lands nearer the teacher's many-step ODE result than the teacher's own one-step
     estimate (the posterior mean, where distillation started) does. On a textured crop: where an
     image is smooth the posterior mean is already close to the ODE's end (kodim23: both ~38 dB)."""
     from percept.enhancer import enhance
-    from percept.images import load_image
     from percept.zoo import load_denoiser
 
     card = REGISTRY[name]["card"]
     student, teacher = load_denoiser(name), load_denoiser(card.get("base", card["teacher"]))
-    x = crop(load_image(kodak_dir / "kodim01.png")[0], 64)
+    x = crop(photos.image("kodim01"), 64)
     runs = {
         "ode": (teacher, dict(sampler="dpmpp_2m", steps=8)),
         "mean": (teacher, dict(sampler="euler", steps=1)),
@@ -74,11 +74,11 @@ def test_shipped_consistency_model_follows_its_teachers_ode(name, kodak_dir):
 
 
 @pytest.mark.skipif(not CODECS, reason="no learned codec is shipped")
-def test_shipped_codec_family_round_trips_kodak_with_falling_rates(kodim23):
+def test_shipped_codec_family_round_trips_a_photo_with_falling_rates(photo):
     from percept.codecs import get_codec
     from percept.container import decode_file, encode_image
 
-    x = crop(kodim23, 128)
+    x = crop(photo, 128)
     by_quality = {}
     for quality, entry in PROJECT_CODECS["percept-hyperprior"].items():
         if entry not in CODECS:
@@ -119,7 +119,7 @@ def test_shipped_calibrations_were_measured_on_the_shipped_weights():
     assert not stale, f"calibrated on other weights (or without a recorded hash): {sorted(stale)}"
 
 
-def test_a_sigma_above_the_consistency_models_range_is_warned_about(kodim23):
+def test_a_sigma_above_the_consistency_models_range_is_warned_about(photo):
     """The shipped CM knows the top of the noise levels it was distilled on (its card's sigma_max);
     one step from above it extrapolates, and the enhancer says so (below it, nothing)."""
     import warnings
@@ -133,7 +133,7 @@ def test_a_sigma_above_the_consistency_models_range_is_warned_about(kodim23):
     cm = load_denoiser(cms[0])
     top = REGISTRY[cms[0]]["card"]["sigma_max"]
     assert cm.sigma_max == top
-    x = crop(kodim23, 32)
+    x = crop(photo, 32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         enhance(x, cm, top, "fast", generator=torch.Generator().manual_seed(0))

@@ -17,8 +17,8 @@ PRIOR = "percept-cm-s"  # shipped in the package: a recorded sha256, and one fas
 
 
 @pytest.fixture(scope="module")
-def crop(kodak_dir):
-    return load_image(kodak_dir / "kodim23.png")[0][..., 200:264, 300:364].contiguous()
+def crop(photo):
+    return photo[..., 200:264, 300:364].contiguous()
 
 
 def test_sigma_for_image_lands_on_the_target_with_a_storable_sigma():
@@ -133,11 +133,11 @@ def test_signalling_refuses_what_it_cannot_do(crop, tmp_path, capsys):
     assert "go with --signal-sigma" in capsys.readouterr().err
 
 
-def test_signalled_sweep_reports_each_images_sigma_and_the_header_cost(crop, kodak_dir):
+def test_signalled_sweep_reports_each_images_sigma_and_the_header_cost(crop, photos):
     from percept.enhancer import load_enhancer_prior
     from percept.sweeps import signalled_sweep
 
-    other = load_image(kodak_dir / "kodim01.png")[0][..., :64, :64]
+    other = photos.image("kodim01")[..., :64, :64]
     images = {"a": crop, "b": other}
     per_image, table = signalled_sweep(
         images, get_codec("jpeg", 10), load_enhancer_prior(PRIOR), PRIOR,

@@ -13,11 +13,8 @@ TINY = UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, gro
 
 
 @pytest.fixture(scope="module")
-def setup(kodak_dir):
-    from percept.images import load_image
-
-    image = load_image(kodak_dir / "kodim23.png")[0]
-    images = {"a": image[..., :64, :64], "b": image[..., 200:264, 300:364]}
+def setup(photo):
+    images = {"a": photo[..., :64, :64], "b": photo[..., 200:264, 300:364]}
     torch.manual_seed(0)
     return images, get_codec("jpeg", 10), EDMDenoiser(UNet(TINY)).eval()
 

@@ -57,8 +57,17 @@ def source_notebooks(root: Path) -> list[str]:
     return sorted(p.stem for p in (root / "notebooks").glob("*.ipynb"))
 
 
-def load_profile(root: Path, profile: str) -> dict[str, dict]:
-    """The parameter sections of `notebooks/params/<profile>.yaml`, one per source notebook."""
+# A profile's optional section of parameters that replace its others when Kodak is not on this
+# machine (PERCEPT_DATA without kodak/, as on a fresh clone): `{notebook: {name: value}}`.
+WITHOUT_KODAK = "without_kodak"
+
+
+def load_profile(root: Path, profile: str, *, kodak: bool | None = None) -> dict[str, dict]:
+    """The parameter sections of `notebooks/params/<profile>.yaml`, one per source notebook.
+
+    A `without_kodak` section (see WITHOUT_KODAK) is applied when `kodak` is False; None asks
+    `percept.data.kodak_dir()` whether PERCEPT_DATA holds Kodak. The notebooks print which photos
+    they used, so a run on the replacements says so."""
     import yaml
 
     folder = root / "notebooks" / "params"
@@ -69,6 +78,7 @@ def load_profile(root: Path, profile: str) -> dict[str, dict]:
     sections = yaml.safe_load(path.read_text()) or {}
     if not isinstance(sections, dict):
         raise PerceptError(f"{path}: expected a mapping of notebook name -> parameters")
+    replacements = sections.pop(WITHOUT_KODAK, None) or {}
     names = set(source_notebooks(root))
     # Every notebook needs a section, so that a profile always says how big each run is.
     missing = sorted(names - set(sections))
@@ -78,7 +88,31 @@ def load_profile(root: Path, profile: str) -> dict[str, dict]:
             f"{path}: sections must match notebooks/*.ipynb; "
             f"missing {missing or 'none'}, unknown {unknown or 'none'} (an empty section is `NAME: {{}}`)"
         )
-    return {name: dict(params or {}) for name, params in sections.items()}
+    if not isinstance(replacements, dict) or set(replacements) - names:
+        raise PerceptError(
+            f"{path}: {WITHOUT_KODAK} must map notebook names to parameters; "
+            f"unknown {sorted(set(replacements) - names) if isinstance(replacements, dict) else replacements!r}"
+        )
+    if kodak is None:
+        from percept.data import kodak_dir
+
+        kodak = kodak_dir() is not None
+    params = {name: dict(values or {}) for name, values in sections.items()}
+    if not kodak:
+        for name, values in replacements.items():
+            params[name].update(values or {})
+    return params
+
+
+def kodak_replacements(root: Path, profile: str) -> dict[str, dict]:
+    """The parameters a profile replaces when Kodak is missing (empty when it has none)."""
+    with_kodak = load_profile(root, profile, kodak=True)
+    without = load_profile(root, profile, kodak=False)
+    return {
+        name: {k: v for k, v in without[name].items() if with_kodak[name].get(k, ...) != v}
+        for name in without
+        if without[name] != with_kodak[name]
+    }
 
 
 def toc_files(root: Path) -> list[str]:
@@ -187,6 +221,13 @@ def run(root: Path, profile: str, names: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in sections]
     if unknown:
         raise PerceptError(f"unknown notebook(s) {unknown}: choose from {source_notebooks(root)}")
+    from percept.data import kodak_dir
+
+    if kodak_dir() is None:
+        replaced = {n: v for n, v in kodak_replacements(root, profile).items() if n in names}
+        if replaced:
+            said = "; ".join(f"{n}: {v}" for n, v in replaced.items())
+            print(f"Kodak not found (PERCEPT_DATA has no kodak/): profile {profile} uses {said}")
     failures = 0
     with this_interpreter_kernel(root / "_build" / ".jupyter"):
         for i, name in enumerate(names, 1):

@@ -17,7 +17,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "decode": ("percept.codec_cli", "decode a percept file to PNG, optionally with the enhancer"),
     "info": ("percept.codec_cli", "show what a percept file holds"),
     "codecs": ("percept.codec_cli", "list codecs and whether each is available here"),
-    "demo": ("percept.codec_cli", "encode a real photo at a low rate and write a side-by-side PNG"),
+    "demo": (
+        "percept.demo",
+        "a real photo at a low rate, decoded plainly and through the enhancer, in one PNG",
+    ),
     "train": (
         "percept.training.cli",
         "train the project's models (prior, consistency model, codec, aux encoder, fusion)",

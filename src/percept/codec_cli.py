@@ -1,4 +1,4 @@
-"""`percept encode | decode | info | codecs | demo`: codecs and percept files from the shell.
+"""`percept encode | decode | info | codecs`: codecs and percept files from the shell.
 
 Every user error is a PerceptError (one line, exit status 2); outputs are written atomically.
 """
@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
-
-import torch
 
 from percept.errors import PerceptError
 
@@ -59,14 +56,6 @@ def _read_file(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise PerceptError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
-    """PSNR in dB of two images in [0,1], both on the 8-bit grid as written to disk."""
-    from percept.images import quantize
-
-    mse = torch.mean((quantize(x).double() - quantize(y).double()) ** 2).item()
-    return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
 def encode(argv: list[str]) -> int:
@@ -295,75 +284,7 @@ def codecs(argv: list[str]) -> int:
     return 0
 
 
-def _side_by_side(x: torch.Tensor, y: torch.Tensor, labels: tuple[str, str]):
-    from PIL import Image, ImageDraw
-
-    from percept.images import tensor_to_pil
-
-    left, right = tensor_to_pil(x), tensor_to_pil(y)
-    band = 24
-    canvas = Image.new("RGB", (left.width * 2 + 8, left.height + band), "white")
-    canvas.paste(left, (0, band))
-    canvas.paste(right, (left.width + 8, band))
-    draw = ImageDraw.Draw(canvas)
-    draw.text((4, 6), labels[0], fill="black")
-    draw.text((left.width + 12, 6), labels[1], fill="black")
-    return canvas
-
-
-def _quality_for_rate(x: torch.Tensor, name: str, target_bpp: float) -> tuple[int, bytes]:
-    """The highest quality whose whole file stays at or under target_bpp (bisection; assumes
-    the rate grows with quality)."""
-    from percept.codecs import codec_info, get_codec
-    from percept.container import bpp, encode_image
-
-    info_ = codec_info(name)
-    lo, hi = info_.quality_min, info_.quality_max
-    best = None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        data = encode_image(x, get_codec(name, mid))
-        if bpp(data, x.shape[2], x.shape[3]) <= target_bpp:
-            best, lo = (mid, data), mid + 1
-        else:
-            hi = mid - 1
-    if best is None:
-        best = (info_.quality_min, encode_image(x, get_codec(name, info_.quality_min)))
-    return best
-
-
-def demo(argv: list[str]) -> int:
-    p = _parser(
-        "demo", "Encode a real photo at a low rate and write original | decoded side by side."
-    )
-    p.add_argument("--out", type=Path, default=Path("percept-demo.png"))
-    p.add_argument("--codec", default="jpeg")
-    p.add_argument(
-        "--quality", type=int, default=None, help="default: the highest quality under --bpp"
-    )
-    p.add_argument("--bpp", type=float, default=0.3, help="target rate when --quality is not given")
-    args = p.parse_args(argv)
-
-    from percept.codecs import get_codec
-    from percept.container import decode_file, encode_image
-    from percept.data import demo_photo
-    from percept.images import save_png
-
-    _check_out_dir(args.out)
-    x, source = demo_photo()
-    if args.quality is None:
-        quality, data = _quality_for_rate(x, args.codec, args.bpp)
-    else:
-        quality, data = args.quality, encode_image(x, get_codec(args.codec, args.quality))
-    x_hat, record = decode_file(data)
-    score = psnr(x, x_hat)
-    label = f"{record.codec} q{quality}: {record.bpp:.3f} bpp, PSNR {score:.2f} dB"
-    save_png(_side_by_side(x, x_hat, (f"original ({Path(source).name})", label)), args.out)
-    print(f"{source}: {label} -> {args.out}")
-    return 0
-
-
-COMMANDS = {"encode": encode, "decode": decode, "info": info, "codecs": codecs, "demo": demo}
+COMMANDS = {"encode": encode, "decode": decode, "info": info, "codecs": codecs}
 
 
 def main(argv: list[str]) -> int:
