@@ -8,7 +8,7 @@ export PERCEPT_DATA ?= $(abspath ../shared/data)
 .PHONY: help venv demo test test-all lint book notebooks bench clean
 
 help:
-	@echo "make demo   - set up and run the demo (a photo at a low rate: plain decode vs enhancer, one PNG)"
+	@echo "make demo   - set up and run the demo (a photo at a low rate: plain decode, enhancer, latent fusion; one PNG)"
 	@echo "make test   - set up and run the offline test suite"
 	@echo "make book   - execute the notebooks with papermill and build the Jupyter Book"
 	@echo "make lint   - ruff"

@@ -1,4 +1,5 @@
-"""`percept demo`: one photo coded at a low rate, decoded plainly and through the enhancer, in one
+"""`percept demo`: one photo coded at a low rate, decoded plainly, through the enhancer and through
+paper 2's latent fusion, in one
 labelled picture. Run here on a 128x192 crop of the suite's photo, so that it takes seconds."""
 
 from __future__ import annotations
@@ -38,20 +39,22 @@ def test_demo_codes_decodes_enhances_and_labels_every_panel(small_photo, tmp_pat
     assert [r[0] for r in rows] == [
         "percept-hyperprior q1",
         f"+ enhancer, sigma {sigma[1]:.2f}",
+        "+ latent fusion, tau 1",  # paper 2: the learned codec only (JPEG has no latents)
         "jpeg q5",
         f"+ enhancer, sigma {sigma[5]:.2f}",
     ]
-    for decoded, enhanced in (rows[0:2], rows[2:4]):
+    assert rows[2][1] == rows[0][1] and rows[2][2] != rows[0][2]  # same file, another decode
+    for decoded, enhanced in (rows[0:2], rows[3:5]):
         assert 0 < decoded[1] == enhanced[1] < 1.0  # the same file: the enhancer adds no bits
         # noise then one denoising step moves the image away from the decode: the PSNR drops
         # (by 3 dB on the calibration set, where the table's sigma doubles the MSE)
         assert enhanced[2] < decoded[2]
         assert decoded[3] != enhanced[3] and decoded[4] > 0
     assert re.search(r"^original\s+[\d.]+ \+- [\d.]+$", printed, re.M)  # the SWD floor
-    assert len(re.findall(r"^\s+[\d.]+ s  ", printed, re.M)) == 5  # every step timed
+    assert len(re.findall(r"^\s+[\d.]+ s  ", printed, re.M)) == 6  # every step timed
     assert printed.rstrip().endswith(f"-> {out}")
     with Image.open(out) as img:
-        assert img.width == 5 * 96 + 4 * 6 and img.height > 96 + 64
+        assert img.width == 6 * 96 + 5 * 6 and img.height > 96 + 64
 
 
 def test_a_method_joins_the_picture_where_it_applies(small_photo, tmp_path, capsys, monkeypatch):

@@ -11,8 +11,9 @@ original (`percept.metrics.swd`, x1e3, lower = more real; the original's own fig
 floor of the estimate, fresh patches of itself), the realism measure of every table in the book.
 
 Methods are data: `METHODS` maps a name to a function of the coded image. Another decoder joins the
-picture by adding itself there and to `DEFAULT_METHODS` (paper 2's latent fusion, `percept.fusion`,
-is meant to: a function that returns None for a codec it does not apply to, such as JPEG).
+picture by adding itself there and to `DEFAULT_METHODS`. Paper 2's latent fusion (`percept.fusion`)
+does: the learned codec's file decoded through the module shipped for its rate at tau = 1; it
+returns None for JPEG, which has no latents to fuse.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ CONSISTENCY_MODEL = "percept-cm-s"
 # The learned codec's lowest rate and the JPEG quality nearest its rate on kodim23 (0.094 and
 # 0.106 bpp); both have calibrated sigmas for the fast preset in the shipped table.
 DEFAULT_CODECS = (("percept-hyperprior", 1), ("jpeg", 5))
-DEFAULT_METHODS = ("decode", "enhance:fast")
+DEFAULT_METHODS = ("decode", "enhance:fast", "fusion")
+FUSION_TAU = 1.0
 PANEL = 256  # width of a panel and side of the 1:1 crop, in pixels
 
 
@@ -71,6 +73,17 @@ def enhance_fast(coded: Coded) -> tuple[Tensor, str] | None:
     return y, f"+ enhancer, sigma {sigma:.2f}"
 
 
+def fuse(coded: Coded) -> tuple[Tensor, str] | None:
+    from percept.fusion.decode import FUSION_MODULES, decode_file_fused, fusion_name_for
+    from percept.fusion.module import load_fusion
+
+    if coded.codec not in FUSION_MODULES:
+        return None
+    module = load_fusion(fusion_name_for(coded.codec, coded.quality))
+    y, _ = decode_file_fused(coded.data, module, FUSION_TAU, seed=0)
+    return y, f"+ latent fusion, tau {FUSION_TAU:g}"
+
+
 @functools.cache
 def _model(load):
     return load(CONSISTENCY_MODEL)  # loaded once for all codecs
@@ -80,6 +93,7 @@ def _model(load):
 METHODS: dict[str, Callable[[Coded], tuple[Tensor, str] | None]] = {
     "decode": decode,
     "enhance:fast": enhance_fast,
+    "fusion": fuse,
 }
 
 
