@@ -94,11 +94,12 @@ def test_shipped_codec_family_round_trips_a_photo_with_falling_rates(photo):
     assert min(p for _, p in by_quality.values()) > 24.0, by_quality
 
 
-def test_shipped_weights_stay_within_60_mb():
+def test_shipped_weights_stay_within_75_mb():
+    """The budget rose from 60 to 75 MB for paper 2's fusion modules (issue 22)."""
     from percept.zoo import weights_dir
 
     total = sum(p.stat().st_size for p in weights_dir().glob("*.safetensors"))
-    assert total <= 60e6, f"the package ships {total / 1e6:.1f} MB of weights (budget 60 MB)"
+    assert total <= 75e6, f"the package ships {total / 1e6:.1f} MB of weights (budget 75 MB)"
     registered = {e["file"] for e in REGISTRY.values()}
     stray = sorted(p.name for p in weights_dir().glob("*.safetensors") if p.name not in registered)
     assert not stray, f"weights files not registered in zoo.json: {stray}"
