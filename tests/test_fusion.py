@@ -274,3 +274,37 @@ def test_both_stages_train_resume_and_publish(aux_run, tmp_path):
     assert card["kind"] == "fusion" and card["steps"] == 4 and card["quality"] == 1
     assert card["aux_encoder"]["heldout"] and card["history"]["val"]
     assert zoo.sha256_file(tmp_path / "zoo" / "fusion-test.safetensors") == entry["sha256"]
+
+
+def test_the_harness_carries_fuse_methods(tmp_path):
+    from percept.evaluate import output_images, run
+    from percept.results import format_summary
+
+    out = tmp_path / "f.json"
+    results = run("skimage", {"percept-hyperprior": [1]}, ["decode", "fuse:0", "fuse:1"], out=out,
+                  crop="crop64", limit=2, swd_seeds=(0,), deep_metrics=(), progress=False)  # fmt: skip
+    assert results["config"]["fusion"] == {"percept-hyperprior:1": "fusion-hyperprior-q1"}
+    assert len(results["config"]["fusion_sha256"]["fusion-hyperprior-q1"]) == 64
+    plain = output_images(out, results, "percept-hyperprior", 1, "decode")
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(plain, output_images(out, results, "percept-hyperprior", 1, "fuse:0"))
+    )
+    assert not all(
+        torch.equal(a, b)
+        for a, b in zip(plain, output_images(out, results, "percept-hyperprior", 1, "fuse:1"))
+    )
+    rows = {r["method"]: r for r in results["rows"] if r["image"] == results["rows"][0]["image"]}
+    assert rows["fuse:1"]["bpp"] == rows["decode"]["bpp"]  # the same file
+    assert "fuse:1" in format_summary(results)
+    with pytest.raises(PerceptError, match="jpeg has no latent fusion module"):
+        run(
+            "skimage",
+            {"jpeg": [20]},
+            ["decode", "fuse:1"],
+            out=tmp_path / "j.json",
+            crop="crop64",
+            limit=1,
+        )
+    with pytest.raises(PerceptError, match="fuse:TAU"):
+        run("skimage", {"percept-hyperprior": [1]}, ["fuse:2"], out=tmp_path / "b.json", limit=1)
