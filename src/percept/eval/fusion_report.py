@@ -10,13 +10,20 @@ need no downloaded weights), the head-to-head with paper 1 at equal PSNR loss, a
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import torch
 
+from percept.codecs.compressai_codec import deserialize
+from percept.container import encode_image, unpack
 from percept.evaluate import output_images
-from percept.metrics import bd_metric, bd_rate, patch_kid, swd, swd_gain
+from percept.fusion.decode import base_codec_of, check_record
+from percept.fusion.latents import from_image, from_strings, synthesize
+from percept.fusion.module import LatentFusion
+from percept.images import quantize
+from percept.metrics import bd_metric, bd_rate, patch_kid, psnr, swd, swd_gain
 from percept.results import load_results
 
 SWD_OPTIONS = {"seeds": (0, 1, 2, 3), "patches_per_image": 128}
@@ -203,15 +210,6 @@ def design_sweep(fusion, images: dict, taus, designs=tuple(DESIGNS), *, seed: in
     acts, DDIM or ancestral steps, how many), with one trained module: each image is encoded once,
     its latents decoded once, and every variant starts from the same per-image seed. Returns one
     row per (design, tau); tau 0 is the base decode."""
-    from dataclasses import replace
-
-    from percept.codecs.compressai_codec import deserialize
-    from percept.container import encode_image, unpack
-    from percept.fusion.decode import base_codec_of, check_record
-    from percept.fusion.latents import from_strings
-    from percept.fusion.module import LatentFusion
-    from percept.images import quantize
-    from percept.metrics import psnr
 
     codec = base_codec_of(fusion)
     names = list(images)
@@ -245,9 +243,6 @@ def target_oracle(model, aux, images: dict) -> pd.DataFrame:
     from the true image (what a perfect fusion module would decode at tau = 1): the base latents,
     the auxiliary latents before and after rounding, and the base latents moved by the auxiliary
     encoder's shift. A training-side measurement: it needs the auxiliary encoder (not shipped)."""
-    from percept.fusion.latents import from_image, synthesize
-    from percept.images import quantize
-    from percept.metrics import psnr
 
     refs, outs = list(images.values()), {}
     for x in refs:

@@ -17,14 +17,20 @@ eta = 1 its ancestral counterpart; noise comes from per-image generators (`perce
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from percept.errors import PerceptError
+from percept import zoo
+from percept.errors import PerceptError, WeightsUnavailable
 from percept.fusion.latents import DecodedLatents, check_hyperprior, from_image, synthesize
-from percept.fusion.network import LatentDenoiser
+from percept.fusion.network import LatentDenoiser, LatentFusionNet
 from percept.samplers import (
     Generators,
     per_image_generators,
@@ -133,12 +139,6 @@ METADATA_KEY = "percept-fusion"
 
 def save_fusion(denoiser: LatentDenoiser, card: dict, path, *, half: bool = False):
     """One safetensors file: the denoiser's tensors and, in its metadata, the card that rebuilds it."""
-    import json
-    import os
-    from pathlib import Path
-
-    from safetensors.torch import save_file
-
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in denoiser.state_dict().items()}
     if half:  # the normalising scales stay float32: they are data, not learned weights
@@ -151,17 +151,8 @@ def save_fusion(denoiser: LatentDenoiser, card: dict, path, *, half: bool = Fals
     return path
 
 
-def _read(name_or_path) -> tuple[dict, dict]:
+def read_fusion(name_or_path) -> tuple[dict, dict]:
     """(state dict, card) from a zoo name, a fusion .safetensors file or a `percept train fusion` run."""
-    import json
-    from pathlib import Path
-
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from percept import zoo
-    from percept.errors import WeightsUnavailable
-
     path = Path(name_or_path)
     if path.is_dir():
         path = path / "fusion.safetensors"
@@ -186,9 +177,8 @@ def _read(name_or_path) -> tuple[dict, dict]:
 def load_fusion(name_or_path, *, codec_model: nn.Module | None = None) -> LatentFusion:
     """A LatentFusion by zoo name (e.g. fusion-hyperprior-q2), file or run directory, bound to the
     codec its card names (loaded from the project zoo unless `codec_model` is given)."""
-    from percept.fusion.network import LatentFusionNet
 
-    state, card = _read(name_or_path)
+    state, card = read_fusion(name_or_path)
     net = LatentFusionNet(**card["net"])
     denoiser = LatentDenoiser(net)
     denoiser.load_state_dict({k: v.float() for k, v in state.items()})

@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from percept import zoo
+from percept.codecs.project import load_trained_codec, project_codec_path
 from percept.errors import PerceptError
 from percept.fusion.aux_encoder import (
     PatchDiscriminator,
@@ -39,8 +42,9 @@ from percept.fusion.aux_encoder import (
     psnr,
 )  # fmt: skip
 from percept.fusion.latents import from_image, synthesize
-from percept.fusion.module import FusionSampling, LatentFusion
+from percept.fusion.module import FusionSampling, LatentFusion, read_fusion, save_fusion
 from percept.fusion.network import EDMLoss, LatentDenoiser, LatentFusionNet
+from percept.provenance import environment
 from percept.training import runtime
 from percept.training.codec import center_crops, random_crops
 from percept.training.crops import load_split
@@ -123,8 +127,6 @@ def load_config(spec, cls, overrides: dict | None = None):
 
 def base_codec(name: str, quality: int) -> tuple[torch.nn.Module, dict]:
     """The frozen project codec and its training record (lambda)."""
-    from percept.codecs.project import load_trained_codec, project_codec_path
-
     model, record = load_trained_codec(project_codec_path(name, quality))
     return freeze(model), record
 
@@ -278,8 +280,6 @@ def train_aux(cfg: AuxConfig, out_dir, *, resume=False, max_minutes=None, max_st
                 checkpoint()
         checkpoint()
     if step >= cfg.steps or export:
-        from safetensors.torch import save_file
-
         meta = {"percept-aux": json.dumps({**dataclasses.asdict(cfg), "steps_trained": step})}
         save_file(
             {k: v.cpu().contiguous() for k, v in aux.state_dict().items()},
@@ -304,8 +304,6 @@ def load_aux_encoder(source: str | Path, model: torch.nn.Module) -> torch.nn.Mod
         else:
             raise PerceptError(f"aux_run {source}: neither a checkpoint nor {AUX_FILE} there")
     if path.is_file():
-        from safetensors.torch import load_file
-
         state = load_file(str(path))
     elif not path.is_dir():
         raise PerceptError(f"aux_run {source}: no such run directory or file")
@@ -442,9 +440,6 @@ def train_fusion(cfg: FusionConfig, out_dir, *, resume=False, max_minutes=None, 
 
 def export_fusion(denoiser: LatentDenoiser, cfg: FusionConfig, step: int, path: Path) -> Path:
     """The EMA denoiser with the card a loader needs (codec, rate, network, sampling) as metadata."""
-    from percept.fusion.module import save_fusion
-    from percept.provenance import environment
-
     card = {"codec": cfg.codec, "quality": cfg.quality, "net": denoiser.net.config,
             "sampling": dataclasses.asdict(cfg.sampling()), "config": dataclasses.asdict(cfg),
             "steps_trained": step, "environment": environment()}  # fmt: skip
@@ -490,12 +485,8 @@ def publish_fusion(run_dir, name: str | None = None, *, folder=None, half: bool 
     """Ship a finished `percept train fusion` run into the zoo: float16 network weights (float32
     normalising scales), sha256, and a card with the codec, rate, sampling, training cost and the
     held-out curves of both stages."""
-    from percept import zoo
-    from percept.fusion.module import _read, save_fusion
-    from percept.provenance import environment
-
     run_dir = Path(run_dir)
-    state, record = _read(run_dir)
+    state, record = read_fusion(run_dir)
     cfg = record["config"]
     name = name or cfg["name"]
     rows = runtime.read_log(run_dir)
@@ -519,8 +510,6 @@ def publish_fusion(run_dir, name: str | None = None, *, folder=None, half: bool 
     folder = Path(folder) if folder is not None else zoo.weights_dir()
     with tempfile.TemporaryDirectory() as tmp:
         exported = save_fusion(denoiser, card, Path(tmp) / "f.safetensors", half=half)
-        from safetensors.torch import load_file
-
         tensors = load_file(str(exported))
     return zoo.publish(name, "fusion", tensors, card, folder=folder)
 
