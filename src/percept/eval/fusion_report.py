@@ -151,12 +151,14 @@ def head_to_head(table: pd.DataFrame, tau: float, preset: str = "fast") -> pd.Da
         curve = pd.concat([pd.DataFrame([{"loss": 0.0, "swd": base.swd, "decode_s": base.decode_s}]),
                            enh[["loss", "swd", "decode_s"]]]).sort_values("loss")  # fmt: skip
         loss = base.psnr - fused.psnr
-        inside = curve.loss.min() <= loss <= curve.loss.max()
+        # a fused decode that costs no PSNR meets the preset's curve at sigma 0: the plain decode
+        at = max(loss, 0.0)
+        inside = at <= curve.loss.max()
         auto = rate[rate.method == f"enhance:{preset}:auto"]
         out.append({
             "quality": int(q), "bpp": base.bpp, "psnr_decode": base.psnr, "swd_decode": base.swd,
             "psnr_loss": loss, "swd_fusion": fused.swd, "decode_s_fusion": fused.decode_s,
-            f"swd_{preset}_same_loss": float(np.interp(loss, curve.loss, curve.swd)) if inside else math.nan,
+            f"swd_{preset}_same_loss": float(np.interp(at, curve.loss, curve.swd)) if inside else math.nan,
             f"decode_s_{preset}": float(enh.decode_s.mean()) if len(enh) else math.nan,
             f"psnr_loss_{preset}_auto": float(base.psnr - auto.psnr.iloc[0]) if len(auto) else math.nan,
             f"swd_{preset}_auto": float(auto.swd.iloc[0]) if len(auto) else math.nan,
