@@ -109,6 +109,7 @@ def test_a_profile_replaces_kodak_where_it_is_missing(tmp_path):
     assert book.kodak_replacements(root, "tiny") == {
         "05_failure_cases": {"low_rate_images": ["coffee"], "level_dataset": "skimage"},
         "06_main_tables": {"dataset": "skimage"},
+        "07_latent_fusion": {"dataset": "skimage"},
     }
     params = root / "notebooks" / "params"
     text = (params / "tiny.yaml").read_text()
