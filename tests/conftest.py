@@ -105,7 +105,9 @@ def make_standin_imagenet(folder: Path) -> list[Path]:
         arr = photos[name]
         h, w = arr.shape[:2]
         if i in STANDIN_LARGE:
-            name = next(n for n in names[i % len(names) :] + names if min(photos[n].shape[:2]) >= 400)
+            name = next(
+                n for n in names[i % len(names) :] + names if min(photos[n].shape[:2]) >= 400
+            )
             crop = photos[name]
         else:
             short = int(rng.integers(96, 301))

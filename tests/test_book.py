@@ -103,9 +103,10 @@ def test_a_profile_replaces_kodak_where_it_is_missing(tmp_path):
     without = book.load_profile(root, "tiny", kodak=False)
     assert with_kodak["05_failure_cases"]["low_rate_images"] == ["kodim01"]
     assert without["05_failure_cases"]["low_rate_images"] == ["coffee"]
-    assert without["06_main_tables"]["dataset"] == "skimage" and "dataset" not in with_kodak[
-        "06_main_tables"
-    ]
+    assert (
+        without["06_main_tables"]["dataset"] == "skimage"
+        and "dataset" not in with_kodak["06_main_tables"]
+    )
     assert book.kodak_replacements(root, "tiny") == {
         "05_failure_cases": {"low_rate_images": ["coffee"], "level_dataset": "skimage"},
         "06_main_tables": {"dataset": "skimage"},

@@ -171,18 +171,22 @@ def test_a_file_of_another_codec_or_rate_is_refused(codec_model, tmp_path):
         decode_file_fused(q2, fusion, 0.5)
 
 
+def saved(fusion: LatentFusion, path):
+    """A fusion module file with the card a loader needs (this module's codec, net and sampling)."""
+    from dataclasses import asdict
+
+    card = {"codec": fusion.codec_name, "quality": fusion.quality,
+            "net": fusion.denoiser.net.config, "sampling": asdict(fusion.sampling)}  # fmt: skip
+    return save_fusion(fusion.denoiser, card, path)
+
+
 def test_saved_module_reloads_and_decodes_identically(codec_model, tmp_path):
     fusion = tiny_fusion(codec_model)
-    card = {"codec": "percept-hyperprior", "quality": 1, "net": fusion.denoiser.net.config,
-            "sampling": {"design": "blend", "steps": 2, "sigma_max": 10.0, "sigma_min": 0.02,
-                         "eta": 0.0}}  # fmt: skip
-    path = save_fusion(fusion.denoiser, card, tmp_path / "f.safetensors")
+    path = saved(fusion, tmp_path / "f.safetensors")
     again = load_fusion(path, codec_model=codec_model)
-    data = encode_image(smooth_image(64, 64), base_codec_of(fusion))
-    assert torch.equal(decode_payload(fusion, data[-0:] and decode_file(data)[1].payload, 0.6,
-                                      torch.Generator().manual_seed(0)),
-                       decode_payload(again, decode_file(data)[1].payload, 0.6,
-                                      torch.Generator().manual_seed(0)))  # fmt: skip
+    payload = decode_file(encode_image(smooth_image(64, 64), base_codec_of(fusion)))[1].payload
+    a = decode_payload(fusion, payload, 0.6, torch.Generator().manual_seed(0))
+    assert torch.equal(a, decode_payload(again, payload, 0.6, torch.Generator().manual_seed(0)))
 
 
 def _percept(*args) -> subprocess.CompletedProcess:
@@ -192,10 +196,7 @@ def _percept(*args) -> subprocess.CompletedProcess:
 
 def test_cli_tau_zero_writes_the_base_decodes_png_bytes(codec_model, tmp_path):
     fusion = tiny_fusion(codec_model)
-    card = {"codec": "percept-hyperprior", "quality": 1, "net": fusion.denoiser.net.config,
-            "sampling": {"design": "blend", "steps": 2, "sigma_max": 10.0, "sigma_min": 0.02,
-                         "eta": 0.0}}  # fmt: skip
-    module = save_fusion(fusion.denoiser, card, tmp_path / "f.safetensors")
+    module = saved(fusion, tmp_path / "f.safetensors")
     image = tmp_path / "in.png"
     from percept.images import save_png
 

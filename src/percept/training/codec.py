@@ -418,15 +418,7 @@ def main(argv: list[str]) -> int:
         return 0
     if not args.config or not args.out:
         parser.error("--config and --out are required")
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise PerceptError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
+    overrides = runtime.parse_overrides(args.set)
     summary = train_codec(
         load_config(args.config, overrides), args.out, resume=args.resume, max_minutes=args.max_minutes,
         max_steps=args.max_steps, threads=args.threads, device=args.device, export=args.export,

@@ -464,15 +464,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv[2:])
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise PerceptError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
+    overrides = runtime.parse_overrides(args.set)
     cls, run = (AuxConfig, train_aux) if kind == "aux-encoder" else (FusionConfig, train_fusion)
     summary = run(load_config(args.config, cls, overrides), args.out, resume=args.resume,
                   max_minutes=args.max_minutes, max_steps=args.max_steps, device=args.device,

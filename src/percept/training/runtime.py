@@ -286,3 +286,17 @@ def cropped_config(cls, data: dict, kind: str):
             f"crop ({cfg.crop}) and val_crop ({cfg.val_crop}) must be multiples of 64"
         )
     return cfg
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` options as a dict; VALUE is read as JSON where it parses, else a string."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise PerceptError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
