@@ -38,10 +38,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 notebooks: $(STAMP)
-	$(BIN)/python -m percept.book run --profile $${PROFILE:-full}
+	$(BIN)/python -m percept.cli.book run --profile $${PROFILE:-full}
 
 book: $(STAMP)
-	$(BIN)/python -m percept.book build --profile $${PROFILE:-full}
+	$(BIN)/python -m percept.cli.book build --profile $${PROFILE:-full}
 
 clean:
 	rm -rf book/_build book/notebooks out

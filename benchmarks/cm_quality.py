@@ -52,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from prior_quality import kodak_crops
 
-    from percept.enhancer import enhance, load_prior
+    from percept.enhancer.pipeline import enhance, load_prior
     from percept.metrics.realism import swd
-    from percept.presets import is_consistency_model
-    from percept.provenance import environment
+    from percept.enhancer.presets import is_consistency_model
+    from percept.core.provenance import environment
 
     student, teacher = load_prior(args.model), load_prior(args.teacher)
     if not is_consistency_model(student):
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     if args.record:
-        from percept.zoo import record_benchmark
+        from percept.hub.zoo import record_benchmark
 
         record_benchmark(args.model, "kodak_cm_quality", result)
     return 0

@@ -165,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from percept.data import kodak_paths
-    from percept.provenance import environment
+    from percept.hub.data import kodak_paths
+    from percept.core.provenance import environment
 
     paths = kodak_paths()[: args.images]
     if not paths:
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['codec']:>34}  {fmt}")
     print(f"wrote {args.out}")
     if args.record:
-        from percept.zoo import record_benchmark
+        from percept.hub.zoo import record_benchmark
 
         compact = {
             k: result[k] for k in ("description", "bpp_source", "results", "bd_rate_vs_jpeg")

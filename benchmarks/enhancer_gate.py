@@ -6,12 +6,12 @@
 For each codec setting (name:quality,...):
   1. sigma is calibrated where the enhanced MSE is twice the decoded MSE (paper 1, eq. 3 and 14) on
      `--calib-images` 256x256 crops of imagenet-sample's held-out split (never Kodak), with
-     `percept.calibrate.calibrate_sigma`; an entry already in the calibration table is used as it
+     `percept.enhancer.calibrate.calibrate_sigma`; an entry already in the calibration table is used as it
      is unless `--recalibrate`; `--store` writes new values to the table.
   2. On the first `--images` Kodak images (`--crop`: their central 256x256 crops by default, or
      `full` for the whole 768x512 or 512x768 images; `--patches` SWD patches per image and
      level): real bytes through the codec, plain decode vs enhanced at that sigma
-     (`percept.sweeps.sigma_sweep`, per-image seeds).
+     (`percept.eval.sweeps.sigma_sweep`, per-image seeds).
   3. The gate: realism (SWD x1e3 on Laplacian-pyramid patches, reference-normalised; lower is
      better) improves over the plain decode, and the set-level MSE ratio is within 2.0 +- 0.3.
      `swd_gain_in_std` says how large the gain is against the spread over patch seeds, and
@@ -25,9 +25,9 @@ sigma is the table's `<preset>+consistency` entry, calibrated to double the MSE 
 (step 1 with `--consistency`; `--recalibrate --store` refreshes it), or with `--sigma-mode
 signalled` each image's own sigma calibrated with the projection (`percept encode --consistency`).
 
-`--sigma-mode signalled` replaces step 1 by the encoder-side rule (`percept.signalling`): each
+`--sigma-mode signalled` replaces step 1 by the encoder-side rule (`percept.enhancer.signalling`): each
 image's sigma is calibrated on that image to the MSE-doubling target and written into its file
-(the header entry counts in bpp), and the decoder uses it (`percept.sweeps.signalled_sweep`).
+(the header entry counts in bpp), and the decoder uses it (`percept.eval.sweeps.signalled_sweep`).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def parse_settings(items: list[str]) -> list[tuple[str, int]]:
 def table_sigma_row(args, name, quality, codec, prior, kodak, state: dict):
     """(sigma, its source, the calibration-set ratio or None, the sweep's summary) for the table
     mode: the calibration table's sigma, or one calibrated now on imagenet-sample val crops."""
-    from percept.calibrate import (
+    from percept.enhancer.calibrate import (
         CalibrationMissing,
         calibrate_sigma,
         calibration_images,
@@ -64,7 +64,7 @@ def table_sigma_row(args, name, quality, codec, prior, kodak, state: dict):
         table_preset,
     )
     from percept.codecs.jpeg_consistency import PLANES
-    from percept.sweeps import sigma_sweep
+    from percept.eval.sweeps import sigma_sweep
 
     source = "table"
     try:
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         "--patches appends _<crop>_p<patches>, so both protocols' records are kept)",
     )
     args = parser.parse_args(argv)
-    from percept.datasets import parse_crop
+    from percept.hub.datasets import parse_crop
     from percept.errors import PerceptError
 
     if args.crop != "full":
@@ -164,10 +164,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from percept.codecs import get_codec
     from percept.codecs.jpeg_consistency import PLANES
-    from percept.datasets import load_dataset
-    from percept.enhancer import load_prior
-    from percept.provenance import environment
-    from percept.sweeps import signalled_sweep
+    from percept.hub.datasets import load_dataset
+    from percept.enhancer.pipeline import load_prior
+    from percept.core.provenance import environment
+    from percept.eval.sweeps import signalled_sweep
 
     prior = load_prior(args.prior)
     crop = None if args.crop == "full" else args.crop
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     if args.record:
-        from percept.zoo import record_benchmark
+        from percept.hub.zoo import record_benchmark
 
         key = f"enhancer_gate_{args.preset}"
         if args.sigma_mode != "table":

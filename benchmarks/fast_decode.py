@@ -16,7 +16,7 @@ NOT the fast preset's output; the report says so. Run it on an otherwise idle ma
 (so they share the machine's state) and the report gives the speed ratio and the largest pixel
 difference between their outputs (same noise). `--layout both` and `--allocator both` add the
 first precision once more with contiguous tensors, or with glibc's default malloc thresholds
-instead of the `percept` commands' setting (`percept.cpu`), timed alternately with the rest.
+instead of the `percept` commands' setting (`percept.core.cpu`), timed alternately with the rest.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=("auto", "both"),
         default="auto",
         help="both: also time the first precision with glibc's default malloc thresholds, side by "
-        "side with the setting `percept` commands use (percept.cpu.reuse_freed_memory)",
+        "side with the setting `percept` commands use (percept.core.cpu.reuse_freed_memory)",
     )
     parser.add_argument("--out", type=Path, default=Path("out/fast_decode.json"))
     parser.add_argument(
@@ -68,11 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     from percept.codecs import get_codec
-    from percept.container import decode_file, encode_image
-    from percept.cpu import reuse_freed_memory
-    from percept.enhancer import enhance, load_prior
-    from percept.provenance import environment
-    from percept.rd import evaluation_images
+    from percept.codecs.container import decode_file, encode_image
+    from percept.core.cpu import reuse_freed_memory
+    from percept.enhancer.pipeline import enhance, load_prior
+    from percept.core.provenance import environment
+    from percept.eval.rd import evaluation_images
 
     images, source = evaluation_images([args.image])
     x = next(iter(images.values()))
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.record:
         if args.stand_in:
             raise SystemExit("fast_decode: a stand-in timing is not recorded in a model card")
-        from percept.zoo import record_benchmark
+        from percept.hub.zoo import record_benchmark
 
         # one record per machine: a 2-core Xeon with AMX and a 2-core AMD EPYC differ by 2x and more
         machine = re.sub(r"[^a-z0-9]+", "_", result["environment"]["cpu"].lower()).strip("_")

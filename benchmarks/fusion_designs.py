@@ -44,10 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
 
-    from percept.datasets import load_dataset
+    from percept.hub.datasets import load_dataset
     from percept.eval.fusion_report import DESIGNS, design_sweep, target_oracle
     from percept.fusion.module import load_fusion
-    from percept.provenance import environment
+    from percept.core.provenance import environment
 
     images = {
         i.name: i.image for i in load_dataset(args.dataset, crop=args.crop, limit=args.images)
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.record).write_text(json.dumps(record, indent=1) + "\n")
     if args.store:  # the card of the shipped module of each rate measured carries the figures
         from percept.fusion.decode import fusion_name_for
-        from percept.zoo import record_benchmark
+        from percept.hub.zoo import record_benchmark
 
         extra = {"images": args.images, "crop": args.crop, "dataset": args.dataset}
         for q, oracle in oracles.items():

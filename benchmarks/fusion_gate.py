@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from percept.eval import fusion_report as report
-    from percept.evaluate import run
+    from percept.eval.harness import run
     from percept.fusion.decode import fusion_name_for
 
     methods = ["decode", *(f"fuse:{t:g}" for t in args.taus)]
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         print(versus.round(4).to_string(index=False))
     for g in gates:
         print(f"{'PASS' if g['pass'] else 'FAIL'}  q{g['quality']}  {g['gate']}: {g['value']}")
-    from percept.provenance import environment
+    from percept.core.provenance import environment
 
     record = {
         "name": "fusion_gate", "results_file": str(out), "harness_seconds": round(seconds, 1),
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     Path(args.record).write_text(json.dumps(record, indent=1, default=float) + "\n")
     if args.store:
-        from percept.zoo import record_benchmark
+        from percept.hub.zoo import record_benchmark
 
         for q in args.qualities:
             rows = [r for r in record["table"] if r["quality"] == q]

@@ -33,9 +33,9 @@ BLUR_RADII = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.2, 1.4, 1.7, 2.0, 2.5, 3.0)
 
 def kodak_crops(n: int, size: int) -> tuple[np.ndarray, list[str]]:
     """The center size x size crops of the first n Kodak images, float64 [N,H,W,3] in [0,1]."""
-    from percept.data import kodak_paths
+    from percept.hub.data import kodak_paths
     from percept.errors import PerceptError
-    from percept.images import load_image
+    from percept.core.images import load_image
 
     paths = kodak_paths()[:n]
     if not paths:
@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from percept.provenance import environment
-    from percept.zoo import load_denoiser
+    from percept.core.provenance import environment
+    from percept.hub.zoo import load_denoiser
 
     model = load_denoiser(args.model)
     clean, names = kodak_crops(args.images, args.crop)
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     if args.record:
-        from percept.zoo import record_benchmark
+        from percept.hub.zoo import record_benchmark
 
         compact = {
             k: result[k]

@@ -61,7 +61,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_report_header(config):
-    from percept.data import imagenet_sample_paths, kodak_dir
+    from percept.hub.data import imagenet_sample_paths, kodak_dir
 
     kodak = kodak_dir()
     imagenet = imagenet_sample_paths("all")
@@ -80,7 +80,7 @@ def _standin_photos() -> dict[str, object]:
     """scikit-image's bundled colour photos as uint8 HxWx3 arrays (no download needed)."""
     from skimage import data as skdata
 
-    from percept.data import SKIMAGE_PHOTOS
+    from percept.hub.data import SKIMAGE_PHOTOS
 
     photos = {name: getattr(skdata, name)() for name in SKIMAGE_PHOTOS}
     left, right, _ = skdata.stereo_motorcycle()
@@ -128,7 +128,7 @@ def make_standin_imagenet(folder: Path) -> list[Path]:
 def standin_imagenet(tmp_path_factory):
     """PERCEPT_DATA for the session: unchanged when it holds imagenet-sample/, else a folder with a
     stand-in imagenet-sample/ (and the given kodak/, when there is one, linked beside it)."""
-    from percept.data import data_root, imagenet_sample_paths
+    from percept.hub.data import data_root, imagenet_sample_paths
 
     if imagenet_sample_paths("all"):
         yield None
@@ -147,7 +147,7 @@ class Photos:
     """The suite's photographs: Kodak's when PERCEPT_DATA holds kodak/, else scikit-image stand-ins."""
 
     def __init__(self):
-        from percept.data import kodak_dir
+        from percept.hub.data import kodak_dir
 
         self.kodak = kodak_dir()
 
@@ -161,11 +161,11 @@ class Photos:
 
     def image(self, kodak_name: str):
         """[1,3,H,W] in [0,1]: the Kodak image, or its stand-in (a 3-channel uint8 photo / 255, as
-        `percept.images.load_image` gives a PNG)."""
+        `percept.core.images.load_image` gives a PNG)."""
         import numpy as np
         import torch
 
-        from percept.images import load_image
+        from percept.core.images import load_image
 
         if self.kodak:
             return load_image(self.kodak / f"{kodak_name}.png")[0]
@@ -173,7 +173,7 @@ class Photos:
         return torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255.0
 
     def dataset(self) -> str:
-        """A `percept.datasets` name of a set of several photos: the Kodak folder or 'skimage'."""
+        """A `percept.hub.datasets` name of a set of several photos: the Kodak folder or 'skimage'."""
         return str(self.kodak) if self.kodak else "skimage"
 
 
@@ -191,7 +191,7 @@ def photo(photos):
 @pytest.fixture(scope="session")
 def kodak_dir(standin_imagenet) -> Path:
     """Kodak's folder, for the tests about Kodak's own files; they skip without it."""
-    from percept.data import kodak_dir as find
+    from percept.hub.data import kodak_dir as find
 
     folder = find()
     if folder is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from percept import book
+from percept.cli import book
 from percept.errors import PerceptError
 
 ROOT = Path(__file__).resolve().parents[1]

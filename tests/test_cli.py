@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from percept.cli import main
-from percept.images import load_image
+from percept.core.images import load_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture()
 def photo(photos, tmp_path):
     """A 67x91 crop of the suite's main photo as a PNG (odd size on purpose)."""
-    from percept.images import save_png
+    from percept.core.images import save_png
 
     path = tmp_path / "crop.png"
     save_png(photos.image("kodim23")[..., 100:167, 200:291], path)

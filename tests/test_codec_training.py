@@ -260,7 +260,7 @@ def test_init_from_starts_from_another_rates_weights(trained, tmp_path):
 
 
 def test_publish_codec_ships_a_float16_verified_file(trained, tmp_path):
-    from percept import zoo
+    from percept.hub import zoo
     from percept.codecs.project import publish_codec
 
     run_dir, _ = trained
@@ -298,7 +298,7 @@ def test_publish_codec_ships_a_float16_verified_file(trained, tmp_path):
 
 def test_cli_publish_ships_a_codec_run(trained, tmp_path, capsys):
     from percept.cli import main as percept
-    from percept.zoo import read_registry
+    from percept.hub.zoo import read_registry
 
     run_dir, _ = trained
     assert percept(["publish", str(run_dir), "--folder", str(tmp_path)]) == 0

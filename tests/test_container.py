@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from percept.codecs import get_codec
-from percept.container import (
+from percept.codecs.container import (
     FORMAT_VERSION,
     MAGIC,
     Record,

@@ -1,4 +1,4 @@
-"""`percept.cpu` (glibc's malloc thresholds for whole-image networks) and what keeps a decode's start
+"""`percept.core.cpu` (glibc's malloc thresholds for whole-image networks) and what keeps a decode's start
 short: registering the codecs must not import compressai."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from percept import cpu
+from percept.core import cpu
 from percept.cli import main
 
 glibc = pytest.mark.skipif(cpu._libc() is None, reason="needs Linux with glibc")

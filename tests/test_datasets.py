@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
-from percept import datasets
+from percept.hub import datasets
 from percept.errors import PerceptError
-from percept.images import save_png
+from percept.core.images import save_png
 
 
 def test_kodak_files_match_stored_checksums(kodak_dir):
@@ -53,7 +53,7 @@ def test_folder_skimage_and_imagenet_sample(tmp_path):
         64,
         64,
     )
-    from percept.data import imagenet_sample_paths
+    from percept.hub.data import imagenet_sample_paths
 
     val = datasets.load_dataset("imagenet-sample", limit=2)  # the sample, or the suite's stand-in
     assert [v.name for v in val] == [p.stem for p in imagenet_sample_paths("val")[:2]]
@@ -89,7 +89,7 @@ def test_kodak_download_rejects_wrong_bytes(tmp_path, monkeypatch):
 
 
 def test_named_image_loads_out_of_domain_images():
-    from percept.data import SKIMAGE_OUT_OF_DOMAIN, named_image
+    from percept.hub.data import SKIMAGE_OUT_OF_DOMAIN, named_image
 
     for name in SKIMAGE_OUT_OF_DOMAIN:
         image = named_image(name)
@@ -99,13 +99,13 @@ def test_named_image_loads_out_of_domain_images():
 
 
 def test_named_image_loads_kodak_images(kodak_dir):
-    from percept.data import named_image
+    from percept.hub.data import named_image
 
     assert named_image("kodim23").shape == (1, 3, 512, 768)
 
 
 def test_named_image_says_what_is_missing_without_kodak(tmp_path, monkeypatch):
-    from percept.data import named_image
+    from percept.hub.data import named_image
 
     monkeypatch.setenv("PERCEPT_DATA", str(tmp_path))
     with pytest.raises(PerceptError, match="kodim23 not found: set PERCEPT_DATA"):
@@ -116,7 +116,7 @@ def test_image_panel_draws_one_axis_per_image():
     import matplotlib
 
     matplotlib.use("Agg")
-    from percept.plots import image_panel
+    from percept.eval.plots import image_panel
 
     fig = image_panel(
         {"a": torch.zeros(1, 3, 8, 8), "b": torch.ones(3, 8, 8), "c": torch.rand(3, 4, 4)}, ncols=2

@@ -17,7 +17,7 @@ ROW = re.compile(r"^(.+?)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+) \+- ([\d.]+)$", re.M)
 @pytest.fixture
 def small_photo(photo, monkeypatch):
     x = photo[..., 64:192, 128:320].contiguous()
-    monkeypatch.setattr("percept.data.demo_photo", lambda: (x, "a test crop"))
+    monkeypatch.setattr("percept.hub.data.demo_photo", lambda: (x, "a test crop"))
     return x
 
 
@@ -26,7 +26,7 @@ def _rows(printed: str) -> list[tuple[str, float, float, float, float]]:
 
 
 def test_demo_codes_decodes_enhances_and_labels_every_panel(small_photo, tmp_path, capsys):
-    from percept.calibrate import lookup_sigma
+    from percept.enhancer.calibrate import lookup_sigma
 
     out = tmp_path / "demo.png"
     assert main(["demo", "--out", str(out), "--panel", "96"]) == 0
@@ -60,7 +60,7 @@ def test_demo_codes_decodes_enhances_and_labels_every_panel(small_photo, tmp_pat
 def test_a_method_joins_the_picture_where_it_applies(small_photo, tmp_path, capsys, monkeypatch):
     """The hook a later decoder (paper 2's fusion) uses: a function in METHODS, None where it
     does not apply."""
-    from percept import demo
+    from percept.cli import demo
 
     def learned_only(coded):
         return None if coded.codec == "jpeg" else (coded.x_hat.flip(-1), "mirrored decode")

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from percept.denoisers import GaussianFlowMap, GaussianMixtureDenoiser
+from percept.models import GaussianFlowMap, GaussianMixtureDenoiser
 from percept.errors import WeightsUnavailable
-from percept.tiling import TiledDenoiser, pad_to_multiple
+from percept.core.tiling import TiledDenoiser, pad_to_multiple
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def ddpm_dir(tmp_path_factory):
 def test_ddpm_adapter_matches_scheduler_x0(ddpm_dir):
     from diffusers import DDPMScheduler, UNet2DModel
 
-    from percept.denoisers import DDPMDenoiser, from_pretrained
+    from percept.models import DDPMDenoiser, from_pretrained
 
     den = from_pretrained(ddpm_dir)
     assert isinstance(den, DDPMDenoiser) and not den.is_consistency_model
@@ -127,7 +127,7 @@ def test_ddpm_adapter_matches_scheduler_x0(ddpm_dir):
 def test_cm_adapter_matches_scheduler_denoised(tmp_path):
     from diffusers import CMStochasticIterativeScheduler
 
-    from percept.denoisers import DiffusersConsistencyDenoiser, from_pretrained
+    from percept.models import DiffusersConsistencyDenoiser, from_pretrained
 
     unet = _tiny_unet(1)
     sched = CMStochasticIterativeScheduler(num_train_timesteps=40, sigma_min=0.002, sigma_max=80.0)
@@ -147,7 +147,7 @@ def test_cm_adapter_matches_scheduler_denoised(tmp_path):
 
 
 def test_offline_hub_id_is_weights_unavailable():
-    from percept.denoisers import from_pretrained
+    from percept.models import from_pretrained
 
     # local_files_only behaves as a machine without network does, without waiting for time-outs.
     with pytest.raises(WeightsUnavailable, match="huggingface-cli download"):

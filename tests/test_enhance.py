@@ -8,13 +8,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from percept.denoisers import GaussianFlowMap, GaussianMixtureDenoiser
-from percept.enhancer import CompressAIOperator, enhance, enhance_decoded, operator_for_codec
+from percept.models import GaussianFlowMap, GaussianMixtureDenoiser
+from percept.enhancer.pipeline import CompressAIOperator, enhance, enhance_decoded, operator_for_codec
 from percept.errors import PerceptError
-from percept.interpolate import interpolate
-from percept.presets import PRESETS, is_consistency_model
-from percept.samplers import per_image_generators
-from percept.schedules import karras_sigmas
+from percept.enhancer.interpolate import interpolate
+from percept.enhancer.presets import PRESETS, is_consistency_model
+from percept.core.samplers import per_image_generators
+from percept.core.schedules import karras_sigmas
 
 
 def shrink_denoiser(x, sigma):
@@ -120,11 +120,11 @@ def test_dps_pulls_towards_the_measurement(images, operator):
 
 
 def test_auto_sigma_uses_the_calibration_table(images, tmp_path, monkeypatch):
-    import percept.calibrate as cal
+    import percept.enhancer.calibrate as cal
 
     monkeypatch.setattr(cal, "table_path", lambda: tmp_path / "calibration.json")
     with pytest.raises(
-        cal.CalibrationMissing, match="python -m percept.calibrate --codec jpeg --quality 5"
+        cal.CalibrationMissing, match="python -m percept.enhancer.calibrate --codec jpeg --quality 5"
     ):
         enhance(images, shrink_denoiser, "auto", "medium", codec="jpeg", quality=5, prior_name="p")
     cal.store_sigma("jpeg", 5, "p", "medium", 0.25, {"mse_ratio": 2.01})
@@ -201,7 +201,7 @@ def test_karras_schedule_is_what_enhance_runs(images):
 
 
 def test_fast_2_renoises_to_half_sigma(images):
-    from percept.schedules import halving_sigmas
+    from percept.core.schedules import halving_sigmas
 
     assert halving_sigmas(3, 0.8).tolist() == [0.8, 0.4, 0.2, 0.0]
     seen = []
@@ -214,7 +214,7 @@ def test_bf16_precision_is_close_to_fp32_and_checked(images):
     from contextlib import nullcontext
 
     from percept.models import EDMDenoiser, UNet, UNetConfig
-    from percept.presets import native_bf16
+    from percept.enhancer.presets import native_bf16
 
     torch.manual_seed(0)
     net = UNet(UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, groups=4))

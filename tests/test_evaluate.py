@@ -7,13 +7,14 @@ import math
 
 import pytest
 
-from percept import cli, evaluate
+from percept import cli
+from percept.eval import harness as evaluate
 from percept.codecs import get_codec
-from percept.container import encode_image
-from percept.datasets import load_dataset
+from percept.codecs.container import encode_image
+from percept.hub.datasets import load_dataset
 from percept.errors import PerceptError
 from percept.metrics import MetricUnavailable
-from percept.results import bd_table, load_results, strip_timings, summarize
+from percept.eval.results import bd_table, load_results, strip_timings, summarize
 
 GRID = {"jpeg": [10, 40]}
 OPTIONS = dict(crop="crop128", limit=2, swd_seeds=(0, 1), progress=False)
@@ -74,7 +75,7 @@ def test_rows_complete_and_bpp_from_file_bytes(fresh):
     q10 = [r["bpp"] for r in results["rows"] if r["quality"] == 10]
     q40 = [r["bpp"] for r in results["rows"] if r["quality"] == 40]
     assert all(a < b for a, b in zip(q10, q40))
-    assert results["schema"] == "percept.results/1" and "git_commit" in results["environment"]
+    assert results["schema"] == "percept.eval.results/1" and "git_commit" in results["environment"]
     assert len(results["cells"]) == 2
     for cell in results["cells"]:
         assert cell["n"] == 2 and cell["swd"]["mean"] > 0 and len(cell["swd"]["per_seed"]) == 2
@@ -217,7 +218,7 @@ def test_enhance_and_interp_methods_with_a_tiny_prior(tmp_path):
     import torch
 
     from percept.models import EDMDenoiser, UNet, UNetConfig
-    from percept.zoo import save_weights
+    from percept.hub.zoo import save_weights
 
     cfg = UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, groups=4)
     torch.manual_seed(0)
@@ -244,7 +245,7 @@ def test_fast_methods_run_on_the_consistency_model(tmp_path):
     import torch
 
     from percept.models import UNet, UNetConfig
-    from percept.zoo import save_weights
+    from percept.hub.zoo import save_weights
 
     cfg = UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, groups=4)
     torch.manual_seed(0)
@@ -279,7 +280,7 @@ def test_fast_methods_run_on_the_consistency_model(tmp_path):
 
 
 def test_method_table_gives_bd_gains_over_the_plain_decode():
-    from percept.results import method_table
+    from percept.eval.results import method_table
 
     rows, cells = [], []
     for q, (rate, p, s) in enumerate([(0.2, 30.0, 50.0), (0.4, 32.0, 40.0), (0.8, 34.0, 30.0)], 1):

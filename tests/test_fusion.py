@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from percept.codecs.project import load_project_model
-from percept.container import decode_file, encode_image
+from percept.codecs.container import decode_file, encode_image
 from percept.errors import PerceptError
 from percept.fusion.aux_encoder import freeze, make_aux_encoder
 from percept.fusion.decode import base_codec_of, decode_file_fused, decode_payload
@@ -198,7 +198,7 @@ def test_cli_tau_zero_writes_the_base_decodes_png_bytes(codec_model, tmp_path):
     fusion = tiny_fusion(codec_model)
     module = saved(fusion, tmp_path / "f.safetensors")
     image = tmp_path / "in.png"
-    from percept.images import save_png
+    from percept.core.images import save_png
 
     save_png(smooth_image(48, 80), image)
     assert _percept("encode", image, tmp_path / "a.prcp", "--codec", "percept-hyperprior",
@@ -238,7 +238,7 @@ def test_cli_tau_zero_writes_the_base_decodes_png_bytes(codec_model, tmp_path):
 @pytest.fixture(scope="module")
 def aux_run(tmp_path_factory):
     """A tiny stage-(b) run on the training photos."""
-    from percept.data import imagenet_sample_paths
+    from percept.hub.data import imagenet_sample_paths
     from percept.training.fusion import AuxConfig, load_config, train_aux
 
     if not imagenet_sample_paths("train"):
@@ -250,7 +250,7 @@ def aux_run(tmp_path_factory):
 
 
 def test_both_stages_train_resume_and_publish(aux_run, tmp_path):
-    from percept import zoo
+    from percept.hub import zoo
     from percept.training import runtime
     from percept.training.fusion import FusionConfig, load_config, publish_fusion, train_fusion
 
@@ -278,8 +278,8 @@ def test_both_stages_train_resume_and_publish(aux_run, tmp_path):
 
 
 def test_the_harness_carries_fuse_methods(tmp_path):
-    from percept.evaluate import output_images, run
-    from percept.results import format_summary
+    from percept.eval.harness import output_images, run
+    from percept.eval.results import format_summary
 
     out = tmp_path / "f.json"
     results = run("skimage", {"percept-hyperprior": [1]}, ["decode", "fuse:0", "fuse:1"], out=out,

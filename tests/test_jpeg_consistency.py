@@ -22,7 +22,7 @@ from percept.codecs.jpeg_consistency import (
     projector_for,
 )
 from percept.errors import PerceptError
-from percept.images import load_image, save_png
+from percept.core.images import load_image, save_png
 
 
 @pytest.fixture(scope="module")
@@ -215,8 +215,8 @@ def test_decode_with_consistency_lowers_the_distortion(crop, tmp_path, capsys):
 
 
 def test_sigma_sweep_with_consistency_projects_every_output(crop, photos):
-    from percept.enhancer import load_prior
-    from percept.sweeps import sigma_sweep
+    from percept.enhancer.pipeline import load_prior
+    from percept.eval.sweeps import sigma_sweep
 
     images = {"a": crop, "b": photos.image("kodim01")[..., :64, :64]}
     cm = load_prior("percept-cm-s")
@@ -229,7 +229,7 @@ def test_sigma_sweep_with_consistency_projects_every_output(crop, photos):
 
 def _estimates(x_hat, model, preset, project, **kwargs):
     """Every clean-image estimate the sampler reports, in [0,1]."""
-    from percept.enhancer import enhance
+    from percept.enhancer.pipeline import enhance
 
     seen = []
     y = enhance(
@@ -241,7 +241,7 @@ def _estimates(x_hat, model, preset, project, **kwargs):
 
 
 def test_the_projection_applies_to_every_estimate_of_a_multi_step_sampler(crop):
-    from percept.enhancer import enhance, load_prior
+    from percept.enhancer.pipeline import enhance, load_prior
 
     payload = get_codec("jpeg", 50).encode(crop)
     cells, decoded = JpegCells(payload), get_codec("jpeg", 50).decode(payload)
@@ -258,7 +258,7 @@ def test_the_projection_applies_to_every_estimate_of_a_multi_step_sampler(crop):
 
 
 def test_enhance_image_projects_only_the_image_region_of_its_padded_input(photo):
-    from percept.enhancer import enhance_image, load_prior
+    from percept.enhancer.pipeline import enhance_image, load_prior
 
     x = photo[..., 100:161, 200:275].contiguous()  # 61x75
     payload = get_codec("jpeg", 10).encode(x)
@@ -271,8 +271,8 @@ def test_enhance_image_projects_only_the_image_region_of_its_padded_input(photo)
 
 
 def test_calibration_with_the_projection_needs_a_larger_sigma(crop, photos):
-    from percept.calibrate import calibrate_sigma
-    from percept.enhancer import load_prior
+    from percept.enhancer.calibrate import calibrate_sigma
+    from percept.enhancer.pipeline import load_prior
 
     cm = load_prior("percept-cm-s")
     images = [crop[..., :32, :32], photos.image("kodim01")[..., :32, :32]]
@@ -287,8 +287,8 @@ def test_calibration_with_the_projection_needs_a_larger_sigma(crop, photos):
 
 
 def test_auto_sigma_with_the_projection_uses_its_own_table_entry(crop, tmp_path, monkeypatch):
-    import percept.calibrate as calibrate
-    from percept.enhancer import enhance, load_prior
+    import percept.enhancer.calibrate as calibrate
+    from percept.enhancer.pipeline import enhance, load_prior
 
     table = tmp_path / "calibration.json"
     monkeypatch.setattr(calibrate, "table_path", lambda: table)

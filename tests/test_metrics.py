@@ -12,7 +12,7 @@ from PIL import Image, ImageFilter
 from scipy import linalg
 
 from percept.errors import PerceptError
-from percept.images import pil_to_tensor, tensor_to_pil
+from percept.core.images import pil_to_tensor, tensor_to_pil
 from percept.metrics import (
     MetricUnavailable,
     deep,
@@ -39,7 +39,7 @@ def blur(x: torch.Tensor, radius: float) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def photo_crops(photos):
     """Central 256 px crops of four photos: Kodak's first four, or scikit-image's four photos."""
-    from percept.datasets import load_dataset
+    from percept.hub.datasets import load_dataset
 
     return [item.image for item in load_dataset(photos.dataset(), crop="crop256", limit=4)]
 
@@ -315,7 +315,7 @@ def test_plots_return_axes_with_direction_labels():
     matplotlib.use("Agg")
     import pandas as pd
 
-    from percept import plots
+    from percept.eval import plots
 
     df = pd.DataFrame(
         {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from percept.denoisers import GaussianFlowMap, GaussianMixtureDenoiser
-from percept.samplers import (
+from percept.models import GaussianFlowMap, GaussianMixtureDenoiser
+from percept.core.samplers import (
     SAMPLERS,
     per_image_generators,
     sample_consistency,
@@ -15,7 +15,7 @@ from percept.samplers import (
     sample_euler_ancestral,
     sample_euler_maruyama,
 )
-from percept.schedules import karras_sigmas, loglinear_sigmas, nfe
+from percept.core.schedules import karras_sigmas, loglinear_sigmas, nfe
 
 
 def frechet(a: torch.Tensor, b: torch.Tensor) -> float:

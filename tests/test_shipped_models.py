@@ -8,7 +8,7 @@ import torch
 
 from percept.codecs.project import PROJECT_CODECS
 from percept.metrics import psnr
-from percept.zoo import read_registry
+from percept.hub.zoo import read_registry
 
 REGISTRY = read_registry()
 DENOISERS = sorted(n for n, e in REGISTRY.items() if e["kind"] in ("prior", "cm"))
@@ -37,7 +37,7 @@ def test_card_says_how_the_model_was_made(name):
 
 @pytest.mark.parametrize("name", DENOISERS)
 def test_shipped_denoiser_denoises_a_photo_crop(name, photo):
-    from percept.zoo import load_denoiser
+    from percept.hub.zoo import load_denoiser
 
     model = load_denoiser(name)
     x = crop(photo, 64) * 2 - 1
@@ -54,8 +54,8 @@ def test_shipped_consistency_model_follows_its_teachers_ode(name, photos):
     """One step lands nearer the teacher's many-step ODE result than the teacher's own one-step
     estimate (the posterior mean, where distillation started) does. On a textured crop: where an
     image is smooth the posterior mean is already close to the ODE's end (kodim23: both ~38 dB)."""
-    from percept.enhancer import enhance
-    from percept.zoo import load_denoiser
+    from percept.enhancer.pipeline import enhance
+    from percept.hub.zoo import load_denoiser
 
     card = REGISTRY[name]["card"]
     student, teacher = load_denoiser(name), load_denoiser(card.get("base", card["teacher"]))
@@ -76,7 +76,7 @@ def test_shipped_consistency_model_follows_its_teachers_ode(name, photos):
 @pytest.mark.skipif(not CODECS, reason="no learned codec is shipped")
 def test_shipped_codec_family_round_trips_a_photo_with_falling_rates(photo):
     from percept.codecs import get_codec
-    from percept.container import decode_file, encode_image
+    from percept.codecs.container import decode_file, encode_image
 
     x = crop(photo, 128)
     by_quality = {}
@@ -96,7 +96,7 @@ def test_shipped_codec_family_round_trips_a_photo_with_falling_rates(photo):
 
 def test_shipped_weights_stay_within_75_mb():
     """The budget rose from 60 to 75 MB for paper 2's fusion modules (issue 22)."""
-    from percept.zoo import weights_dir
+    from percept.hub.zoo import weights_dir
 
     total = sum(p.stat().st_size for p in weights_dir().glob("*.safetensors"))
     assert total <= 75e6, f"the package ships {total / 1e6:.1f} MB of weights (budget 75 MB)"
@@ -109,7 +109,7 @@ def test_shipped_calibrations_were_measured_on_the_shipped_weights():
     """A republished model makes its calibrated sigmas stale: recalibrate (or drop) them with it."""
     import json
 
-    from percept.calibrate import model_sha256, table_path
+    from percept.enhancer.calibrate import model_sha256, table_path
 
     entries = json.loads(table_path().read_text())["entries"]
     stale = {
@@ -125,8 +125,8 @@ def test_a_sigma_above_the_consistency_models_range_is_warned_about(photo):
     one step from above it extrapolates, and the enhancer says so (below it, nothing)."""
     import warnings
 
-    from percept.enhancer import enhance
-    from percept.zoo import load_denoiser
+    from percept.enhancer.pipeline import enhance
+    from percept.hub.zoo import load_denoiser
 
     cms = [n for n, e in REGISTRY.items() if e["kind"] == "cm"]
     if not cms:
@@ -154,7 +154,7 @@ def test_every_learned_codec_rate_ships_a_fusion_module():
 
 @pytest.mark.parametrize("name", FUSIONS)
 def test_shipped_fusion_module_keeps_tau_zero_exact_and_changes_the_decode(name):
-    from percept.container import decode_file, encode_image
+    from percept.codecs.container import decode_file, encode_image
     from percept.fusion.decode import base_codec_of, decode_file_fused
     from percept.fusion.module import load_fusion
 

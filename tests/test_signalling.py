@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from percept.calibrate import round_sigma, sigma_for_image
+from percept.enhancer.calibrate import round_sigma, sigma_for_image
 from percept.cli import main
 from percept.codecs import get_codec
-from percept.container import decode_file, encode_image, pack, unpack
+from percept.codecs.container import decode_file, encode_image, pack, unpack
 from percept.errors import PerceptError
-from percept.images import load_image, quantize, save_png
-from percept.signalling import prior_id, signal_sigma, signalled_entry
+from percept.core.images import load_image, quantize, save_png
+from percept.enhancer.signalling import prior_id, signal_sigma, signalled_entry
 
 PRIOR = "percept-cm-s"  # shipped in the package: a recorded sha256, and one fast step
 
@@ -134,8 +134,8 @@ def test_signalling_refuses_what_it_cannot_do(crop, tmp_path, capsys):
 
 
 def test_signalled_sweep_reports_each_images_sigma_and_the_header_cost(crop, photos):
-    from percept.enhancer import load_enhancer_prior
-    from percept.sweeps import signalled_sweep
+    from percept.enhancer.pipeline import load_enhancer_prior
+    from percept.eval.sweeps import signalled_sweep
 
     other = photos.image("kodim01")[..., :64, :64]
     images = {"a": crop, "b": other}

@@ -7,7 +7,7 @@ import torch
 
 from percept.codecs import get_codec
 from percept.models import EDMDenoiser, UNet, UNetConfig
-from percept.sweeps import level_breakdown, preset_sweep, sigma_sweep
+from percept.eval.sweeps import level_breakdown, preset_sweep, sigma_sweep
 
 TINY = UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, groups=4)
 

@@ -13,7 +13,7 @@ import torch
 from percept.errors import PerceptError
 from percept.models import ConsistencyDenoiser
 from percept.training import runtime
-from percept.training.cli import main as train_main
+from percept.cli.train import main as train_main
 from percept.training.distill import DistillConfig, karras_sigmas, train_distill
 from percept.training.prior import PriorTrainConfig, train_prior
 
@@ -126,7 +126,7 @@ def test_tiny_distillation_runs_and_keeps_boundary(tmp_path):
     assert summary["step"] == 4 and summary["val_psnr"] is not None
     losses = [r["loss"] for r in runtime.read_log(tmp_path / "cm") if "loss" in r]
     assert len(losses) == 4 and all(l >= 0 and l == l for l in losses)  # noqa: E741
-    from percept.zoo import load_denoiser
+    from percept.hub.zoo import load_denoiser
 
     cm = load_denoiser(tmp_path / "cm" / "ema.safetensors")
     assert isinstance(cm, ConsistencyDenoiser)
@@ -207,7 +207,7 @@ def test_cooldown_decays_lr_linearly_to_zero_then_stops(tmp_path):
 
 
 def test_published_card_of_a_continued_run_starts_at_step_zero(tmp_path):
-    from percept.zoo import publish_run, read_registry
+    from percept.hub.zoo import publish_run, read_registry
 
     train_prior(tiny_config(steps=4, val_every=2), tmp_path / "first", progress=False, export=False)
     publish_run(tmp_path / "first", "toy", folder=tmp_path / "zoo")
@@ -223,7 +223,7 @@ def test_published_card_of_a_continued_run_starts_at_step_zero(tmp_path):
 
 
 def test_a_chain_of_unpublished_exports_keeps_the_whole_training_in_the_card(tmp_path):
-    from percept.zoo import publish_run, read_registry
+    from percept.hub.zoo import publish_run, read_registry
 
     train_prior(tiny_config(steps=4, val_every=2), tmp_path / "a", progress=False)
     train_prior(
@@ -292,7 +292,7 @@ def test_packed_crops_train_without_the_photos(tmp_path, monkeypatch):
 def test_pack_photos_keeps_names_and_split_and_never_upscales(tmp_path, monkeypatch):
     from PIL import Image
 
-    from percept.data import imagenet_sample_paths
+    from percept.hub.data import imagenet_sample_paths
     from percept.training.crops import pack_photos
 
     originals, data_dir = imagenet_sample_paths("all")[:12], os.environ["PERCEPT_DATA"]
@@ -320,9 +320,9 @@ def test_pack_photos_keeps_names_and_split_and_never_upscales(tmp_path, monkeypa
 
 
 def test_bf16_is_dropped_where_the_device_would_emulate_it(tmp_path, monkeypatch, capsys):
-    import percept.presets
+    import percept.enhancer.presets
 
-    monkeypatch.setattr(percept.presets, "native_bf16", lambda device="cpu": False)
+    monkeypatch.setattr(percept.enhancer.presets, "native_bf16", lambda device="cpu": False)
     assert runtime.bf16_for(False, "cpu", tmp_path) is False  # nothing asked, nothing said
     assert runtime.read_log(tmp_path) == [] and capsys.readouterr().err == ""
     assert runtime.bf16_for(True, "cpu", tmp_path, step=7) is False
@@ -334,5 +334,5 @@ def test_bf16_is_dropped_where_the_device_would_emulate_it(tmp_path, monkeypatch
                           export=False)  # fmt: skip
     assert summary["step"] == 2
     assert any(r.get("precision") == "fp32" for r in runtime.read_log(tmp_path / "run"))
-    monkeypatch.setattr(percept.presets, "native_bf16", lambda device="cpu": True)
+    monkeypatch.setattr(percept.enhancer.presets, "native_bf16", lambda device="cpu": True)
     assert runtime.bf16_for(True, "cpu") is True

@@ -9,7 +9,7 @@ import torch
 
 from percept.errors import PerceptError, WeightsUnavailable
 from percept.models import EDMDenoiser, UNet, UNetConfig
-from percept.zoo import load_denoiser, publish, publish_run, read_registry, resolve
+from percept.hub.zoo import load_denoiser, publish, publish_run, read_registry, resolve
 
 CFG = UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, groups=4)
 
@@ -91,7 +91,7 @@ def test_publish_run_records_training_card(tmp_path):
 
 
 def test_record_benchmark_updates_card_and_sidecar_but_not_weights(tmp_path):
-    from percept.zoo import load_weights_and_card, read_registry, record_benchmark
+    from percept.hub.zoo import load_weights_and_card, read_registry, record_benchmark
 
     _publish(tmp_path)
     registry = tmp_path / "zoo.json"

@@ -14,13 +14,13 @@ __all__ = ["__version__", "enhance", "calibrate_sigma"]
 
 def __getattr__(name: str):
     # Lazy so that `import percept` (and the CLI's start-up) stays light.
-    # The enhancer lives in percept.enhancer (not percept.enhance) so that importing the module never
+    # The enhancer lives in percept.enhancer.pipeline (not percept.enhance) so that importing the module never
     # shadows the function `percept.enhance`.
     if name in ("enhance", "calibrate_sigma"):
         import importlib
 
         module = importlib.import_module(
-            "percept.enhancer" if name == "enhance" else "percept.calibrate"
+            "percept.enhancer.pipeline" if name == "enhance" else "percept.enhancer.calibrate"
         )
         fn = getattr(module, name)
         globals()[name] = fn

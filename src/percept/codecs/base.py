@@ -12,7 +12,7 @@ class Codec(Protocol):
     """encode: [1,3,H,W] float in [0,1] -> payload bytes; decode: payload bytes -> [1,3,H,W].
 
     `name` is the registry name, `quality` the user-facing quality knob (its range is per codec).
-    bpp is always 8 * len(bytes) / (H * W), computed from real bytes (see `percept.container`).
+    bpp is always 8 * len(bytes) / (H * W), computed from real bytes (see `percept.codecs.container`).
 
     Optional, duck-typed: `params` (a JSON-able dict recorded in the file header; `quality` is added
     when missing) and `check_params(params)` (called by `decode_file` with the header's parameters,

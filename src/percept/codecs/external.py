@@ -25,8 +25,8 @@ from PIL import Image
 
 from percept.codecs.registry import CodecInfo, register_codec
 from percept.errors import CodecError
-from percept.images import pil_to_tensor, tensor_to_pil, tensor_to_uint8
-from percept.varint import encode_varint as _varint
+from percept.core.images import pil_to_tensor, tensor_to_pil, tensor_to_uint8
+from percept.codecs.varint import encode_varint as _varint
 
 TIMEOUT_S = 600
 

@@ -4,7 +4,7 @@ A trained codec is one self-describing safetensors file: the state dict *after*
 `model.update(force=True)` (so the entropy coder's quantized CDF tables travel with the weights and a
 reloaded model decodes bit-exactly what the trainer's model encodes) and, in the file's metadata under
 `percept-codec`, the JSON config that says how to rebuild the network (architecture, N, M, quality,
-lambda) and how it was trained. The project zoo (`percept.zoo`) records such files with their sha256;
+lambda) and how it was trained. The project zoo (`percept.hub.zoo`) records such files with their sha256;
 this module turns a file into a `CompressionModel` and registers the trained family in the codec
 registry as `percept-hyperprior` (qualities 1..4, lambdas of CompressAI's MSE zoo qualities 1..4).
 """
@@ -123,10 +123,10 @@ def project_codec_path(name: str, quality: int) -> Path:
     if quality not in entries:
         raise CodecError(f"{name} has qualities {min(entries)}..{max(entries)}, not {quality}")
     try:
-        from percept import zoo
+        from percept.hub import zoo
     except ImportError:
         raise WeightsUnavailable(
-            f"{name} q{quality} needs the project zoo (percept.zoo), which this install lacks"
+            f"{name} q{quality} needs the project zoo (percept.hub.zoo), which this install lacks"
         ) from None
     return Path(zoo.weights_path(entries[quality]))
 
@@ -209,7 +209,7 @@ def publish_codec(
     shipped file is checked bit-exact on `probe` (default: a fixed random 3x64x64 image). The card
     records the training config, held-out rate and PSNR, wall time and the loss/held-out history.
     """
-    from percept import zoo
+    from percept.hub import zoo
 
     run_dir = Path(run_dir)
     run_config = json.loads((run_dir / "config.json").read_text())

@@ -1,1 +1,1 @@
-"""Evaluation built on the harness (`percept.evaluate`): reports that read its results files."""
+"""Evaluation built on the harness (`percept.eval.harness`): reports that read its results files."""

@@ -17,14 +17,14 @@ import pandas as pd
 import torch
 
 from percept.codecs.compressai_codec import deserialize
-from percept.container import encode_image, unpack
-from percept.evaluate import output_images
+from percept.codecs.container import encode_image, unpack
+from percept.eval.harness import output_images
 from percept.fusion.decode import base_codec_of, check_record
 from percept.fusion.latents import from_image, from_strings, synthesize
 from percept.fusion.module import LatentFusion
-from percept.images import quantize
+from percept.core.images import quantize
 from percept.metrics import bd_metric, bd_rate, patch_kid, psnr, swd, swd_gain
-from percept.results import load_results
+from percept.eval.results import load_results
 
 SWD_OPTIONS = {"seeds": (0, 1, 2, 3), "patches_per_image": 128}
 

@@ -11,11 +11,11 @@ import torch
 from torch import Tensor
 
 from percept.codecs.compressai_codec import CompressAICodec, deserialize
-from percept.container import Record, unpack
+from percept.codecs.container import Record, unpack
 from percept.errors import CodecError, PerceptError
 from percept.fusion.latents import from_strings
 from percept.fusion.module import LatentFusion, check_tau
-from percept.images import quantize
+from percept.core.images import quantize
 
 # Shipped modules as data: codec -> quality -> zoo name (one module per rate).
 FUSION_MODULES: dict[str, dict[int, str]] = {

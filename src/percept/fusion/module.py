@@ -12,7 +12,7 @@ original and transformed latents"; these are our designs, measured against each 
 
 tau = 0 never runs the network: it returns the base codec's latents (and images) unchanged, by
 construction. Sampling is DDIM-like in few steps: eta = 0 is DDIM (the Euler step of the PF-ODE),
-eta = 1 its ancestral counterpart; noise comes from per-image generators (`percept.samplers`).
+eta = 1 its ancestral counterpart; noise comes from per-image generators (`percept.core.samplers`).
 """
 
 from __future__ import annotations
@@ -27,18 +27,18 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from percept import zoo
+from percept.hub import zoo
 from percept.errors import PerceptError, WeightsUnavailable
 from percept.fusion.latents import DecodedLatents, check_hyperprior, from_image, synthesize
 from percept.fusion.network import LatentDenoiser, LatentFusionNet
-from percept.samplers import (
+from percept.core.samplers import (
     Generators,
     per_image_generators,
     randn_like,
     sample_euler,
     sample_euler_ancestral,
 )
-from percept.schedules import karras_sigmas
+from percept.core.schedules import karras_sigmas
 
 DESIGNS = ("blend", "start", "both")
 

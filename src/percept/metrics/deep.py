@@ -9,7 +9,7 @@ weights are never substituted: a number computed here is the published metric or
 FID protocols (``protocol=``):
 - ``"image"``: one feature vector per whole image; pytorch-fid resizes every input bilinearly to
   299x299 (as the TF reference did). Paper 1's protocol is this on 256x256 images made by scaling the
-  short edge to 256 and centre-cropping (``percept.datasets.load_dataset(..., crop="center256")``).
+  short edge to 256 and centre-cropping (``percept.hub.datasets.load_dataset(..., crop="center256")``).
 - ``"patch"``: FID/256 of HiFiC (Mentzer et al. 2020) as used by MS-ILLM (Muckley et al. 2023): each
   image is cut into a grid of non-overlapping 256x256 patches, then into a second grid shifted by 128
   pixels in both directions; every patch is one sample (resized to 299 by pytorch-fid). A 768x512

@@ -13,7 +13,7 @@ import io
 import numpy as np
 import torch
 
-from percept.images import quantize, tensor_to_pil
+from percept.core.images import quantize, tensor_to_pil
 
 SSIMULACRA2_REQUIREMENT = "ssimulacra2==0.3.0"
 

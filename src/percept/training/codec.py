@@ -250,7 +250,7 @@ def train_codec(
     writes a checkpoint, so `resume=True` continues exactly where it stopped. The codec file is
     exported when the schedule completes, or at any stop when `export=True`.
     """
-    from percept.provenance import environment
+    from percept.core.provenance import environment
 
     cfg = load_config(config)
     out = Path(out_dir)

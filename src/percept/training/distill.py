@@ -119,10 +119,10 @@ def _warm_start(
     new run, the big weights are the teacher's. This is how a patch is re-distilled after its prior
     was republished, in far fewer steps than from scratch. The source's card is kept as
     `inherited_card.json`, so the published card's history and commands start at step 0
-    (`percept.zoo.publish_run` merges it, as for a prior run started with --init-from)."""
+    (`percept.hub.zoo.publish_run` merges it, as for a prior run started with --init-from)."""
     from safetensors.torch import load_file
 
-    from percept.zoo import resolve
+    from percept.hub.zoo import resolve
 
     path, card = resolve(init_from)
     if card.get("kind") != "cm":
@@ -152,7 +152,7 @@ def _warm_start(
 
 def _base_of(teacher: str) -> dict:
     """Name and sha256 of the published teacher that a low-rank student is a patch on."""
-    from percept.zoo import resolve
+    from percept.hub.zoo import resolve
 
     if Path(teacher).is_dir():
         raise PerceptError(
@@ -179,7 +179,7 @@ def train_distill(
 
     `init_from` (a new run only) starts the student from a published consistency model instead of
     the teacher's weights: see `_warm_start`."""
-    from percept.zoo import load_denoiser
+    from percept.hub.zoo import load_denoiser
 
     run_dir, dev = Path(run_dir), torch.device(device)
     if cfg.teacher is None:
@@ -323,8 +323,8 @@ def train_distill(
 
 def export_model(run_dir: Path | str, out_path: Path | str) -> Path:
     """EMA weights of a distillation run as safetensors + JSON sidecar (kind 'cm')."""
-    from percept.provenance import environment
-    from percept.zoo import save_weights
+    from percept.core.provenance import environment
+    from percept.hub.zoo import save_weights
 
     run_dir = Path(run_dir)
     ck = runtime.load_checkpoint(run_dir)

@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from percept import zoo
+from percept.hub import zoo
 from percept.codecs.project import load_trained_codec, project_codec_path
 from percept.errors import PerceptError
 from percept.fusion.aux_encoder import (
@@ -44,7 +44,7 @@ from percept.fusion.aux_encoder import (
 from percept.fusion.latents import from_image, synthesize
 from percept.fusion.module import FusionSampling, LatentFusion, read_fusion, save_fusion
 from percept.fusion.network import EDMLoss, LatentDenoiser, LatentFusionNet
-from percept.provenance import environment
+from percept.core.provenance import environment
 from percept.training import runtime
 from percept.training.codec import center_crops, random_crops
 from percept.training.crops import load_split

@@ -265,8 +265,8 @@ def _load_published(
 ) -> tuple[int, float]:
     """Load exported EMA weights into `model` and `ema`; returns (steps, train_seconds) of their card.
     Their card is kept as `inherited_card.json` in the run, so the published card's history and
-    commands start at step 0 (`percept.zoo.publish_run` merges it)."""
-    from percept.zoo import load_weights_and_card
+    commands start at step 0 (`percept.hub.zoo.publish_run` merges it)."""
+    from percept.hub.zoo import load_weights_and_card
 
     state, card = load_weights_and_card(source)
     if card.get("unet") != cfg.unet:
@@ -281,8 +281,8 @@ def _load_published(
 
 def export_model(run_dir: Path | str, out_path: Path | str) -> Path:
     """Write the EMA weights of a run's latest checkpoint as safetensors + JSON sidecar; returns the path."""
-    from percept.provenance import environment
-    from percept.zoo import save_weights
+    from percept.core.provenance import environment
+    from percept.hub.zoo import save_weights
 
     run_dir = Path(run_dir)
     ck = runtime.load_checkpoint(run_dir)

@@ -53,7 +53,7 @@ def read_config(name_or_path: str, prefix: str) -> dict:
 
 
 # A run started from published weights keeps their card here (history and commands before step 0
-# of this run); `percept.zoo.publish_run` merges it into the new card.
+# of this run); `percept.hub.zoo.publish_run` merges it into the new card.
 INHERITED_CARD = "inherited_card.json"
 
 
@@ -104,9 +104,9 @@ def read_log(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def bf16_for(requested: bool, device, run_dir: Path | None = None, step: int = 0) -> bool:
-    """The config's bf16 where the device computes it natively (`percept.presets.native_bf16`);
+    """The config's bf16 where the device computes it natively (`percept.enhancer.presets.native_bf16`);
     otherwise fp32, said on stderr and in the run's log (emulated bf16 is many times slower)."""
-    from percept.presets import native_bf16
+    from percept.enhancer.presets import native_bf16
 
     if not requested or native_bf16(str(device)):
         return requested
@@ -156,7 +156,7 @@ def lineage(run_dir: Path, batch_size: int, step: int) -> dict[str, Any]:
         images_seen = (
             int(source.get("images_seen", start * batch_size)) + (step - start) * batch_size
         )
-    from percept.zoo import thin
+    from percept.hub.zoo import thin
 
     history["loss"] = thin(history["loss"])
     return {"commands": commands, "history": history, "images_seen": images_seen}

@@ -12,9 +12,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from percept.data import SKIMAGE_PHOTOS, kodak_dir, kodak_paths, skimage_photo
+from percept.hub.data import SKIMAGE_PHOTOS, kodak_dir, kodak_paths, skimage_photo
 from percept.errors import PerceptError
-from percept.images import load_image
+from percept.core.images import load_image
 
 
 def evaluation_images(images: int | Sequence[str]) -> tuple[dict[str, torch.Tensor], str]:
@@ -64,7 +64,7 @@ def rd_sweep(
     and PSNR in dB on the 8-bit grid (`percept.metrics.psnr`).
     """
     from percept.codecs import get_codec
-    from percept.container import decode_file, encode_image
+    from percept.codecs.container import decode_file, encode_image
     from percept.metrics import psnr
 
     jobs = [

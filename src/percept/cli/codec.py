@@ -103,8 +103,8 @@ def encode(argv: list[str]) -> int:
         p.error("--target-ratio must be above 1 (the enhancer adds distortion)")
 
     from percept.codecs import get_codec
-    from percept.container import encode_image, unpack
-    from percept.images import atomic_write_bytes, load_image
+    from percept.codecs.container import encode_image, unpack
+    from percept.core.images import atomic_write_bytes, load_image
 
     options = _parse_sets(args.set)
     if args.weights is not None:
@@ -117,7 +117,7 @@ def encode(argv: list[str]) -> int:
     data = encode_image(x, codec)
     signalled = ""
     if args.signal_sigma is not None:
-        from percept.signalling import signal_sigma
+        from percept.enhancer.signalling import signal_sigma
 
         data, entry = signal_sigma(
             data, x, args.prior, args.signal_sigma, seed=args.seed, steps=args.steps,
@@ -138,7 +138,7 @@ def encode(argv: list[str]) -> int:
 
 
 def decode(argv: list[str]) -> int:
-    from percept.presets import PRECISIONS, PRESETS
+    from percept.enhancer.presets import PRECISIONS, PRESETS
 
     p = _parser(
         "decode", "Decode a percept file to PNG, optionally through the diffusion enhancer."
@@ -193,8 +193,8 @@ def decode(argv: list[str]) -> int:
     if args.fusion is not None:
         return _decode_fused(args)
 
-    from percept.container import decode_file
-    from percept.images import save_png
+    from percept.codecs.container import decode_file
+    from percept.core.images import save_png
 
     data = _read_file(args.input)
     _check_out_dir(args.output)
@@ -202,7 +202,7 @@ def decode(argv: list[str]) -> int:
     x_hat, record = decode_file(data, **options)
     if args.enhance is not None:
         try:
-            from percept.enhancer import enhance_decoded
+            from percept.enhancer.pipeline import enhance_decoded
         except ImportError:
             raise PerceptError("the enhancer is not available in this build") from None
         x_hat = enhance_decoded(x_hat, record, args)
@@ -217,10 +217,10 @@ def decode(argv: list[str]) -> int:
 
 def _decode_fused(args) -> int:
     """`percept decode FILE OUT --fusion NAME --tau T [--seed N]`."""
-    from percept.container import unpack
+    from percept.codecs.container import unpack
     from percept.fusion.decode import decode_file_fused, fusion_name_for
     from percept.fusion.module import check_tau, load_fusion
-    from percept.images import save_png
+    from percept.core.images import save_png
 
     tau = check_tau(0.5 if args.tau is None else args.tau)
     data = _read_file(args.input)
@@ -243,7 +243,7 @@ def info(argv: list[str]) -> int:
     p.add_argument("input", type=Path)
     args = p.parse_args(argv)
 
-    from percept.container import unpack
+    from percept.codecs.container import unpack
 
     record = unpack(_read_file(args.input))
     print(f"file:     {args.input}")

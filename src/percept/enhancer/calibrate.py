@@ -91,7 +91,7 @@ def store_sigma(
 
 def model_sha256(prior: str) -> str | None:
     """The recorded sha256 of a zoo name or weights file (None for other kinds of prior)."""
-    from percept.zoo import recorded_sha256
+    from percept.hub.zoo import recorded_sha256
 
     try:
         return recorded_sha256(prior)
@@ -103,7 +103,7 @@ def codec_sha256(codec: str, quality: int | None) -> str | None:
     """The recorded sha256 of a project codec's weights at `quality` (None for Pillow/external
     codecs, whose behaviour is fixed by their name and quality)."""
     from percept.codecs.project import PROJECT_CODECS
-    from percept.zoo import recorded_sha256
+    from percept.hub.zoo import recorded_sha256
 
     name = PROJECT_CODECS.get(codec, {}).get(quality)
     if name is None:
@@ -123,7 +123,7 @@ def lookup_sigma(
     key = calibration_key(codec, quality, prior, preset)
     base, projected = preset.removesuffix(CONSISTENCY_SUFFIX), preset.endswith(CONSISTENCY_SUFFIX)
     command = (
-        f"`python -m percept.calibrate --codec {codec} --quality {quality} --prior {prior} "
+        f"`python -m percept.enhancer.calibrate --codec {codec} --quality {quality} --prior {prior} "
         f"--preset {base}{' --consistency' if projected else ''}`"
     )
     if key not in table["entries"]:
@@ -170,7 +170,7 @@ def decode_pairs(codec, images: Iterable[Tensor]) -> list[tuple[Tensor, Tensor]]
 
 def decode_projected(codec, images: Iterable[Tensor]) -> tuple[list, list]:
     """(pairs as `decode_pairs`, each file's JPEG consistency projection) through real files."""
-    from percept.sweeps import _decode_all
+    from percept.eval.sweeps import _decode_all
 
     _, originals, decoded, _, projections = _decode_all(dict(enumerate(images)), codec, True)
     return list(zip(originals, decoded)), projections
@@ -240,8 +240,8 @@ def calibrate_sigma(
     Every trial draws image j's noise from the j-th seed derived from `seed` (common random numbers). Returns sigma (float), or
     (sigma, [(sigma, ratio), ...]) with return_history=True.
     """
-    from percept.enhancer import enhance
-    from percept.samplers import per_image_generators
+    from percept.enhancer.pipeline import enhance
+    from percept.core.samplers import per_image_generators
 
     projections = None
     if consistency:
@@ -297,7 +297,7 @@ def sigma_for_image(
     max_iter: int = 20,
 ) -> tuple[float, float]:
     """Per-image calibration: the sigma where this image's enhanced MSE is `mse_ratio` times its
-    decoded MSE. Only an encoder can do this (it has the original x); `percept.signalling` writes
+    decoded MSE. Only an encoder can do this (it has the original x); `percept.enhancer.signalling` writes
     the result into the file so the decoder applies the paper's rule (eq. 14) exactly per image
     instead of a table value calibrated on other images.
 
@@ -306,7 +306,7 @@ def sigma_for_image(
     a header stores, so the returned (sigma, ratio) is what the decoder reproduces. Errors are
     measured on the 8-bit grid the decoder writes.
     """
-    from percept.images import quantize
+    from percept.core.images import quantize
 
     base = _sse(x_hat, x)
     if base == 0:
@@ -323,8 +323,8 @@ def sigma_for_image(
 def calibration_images(n: int, size: int = 256) -> list[Tensor]:
     """The calibration set: the top-left size x size crops of the first n imagenet-sample val images
     with both sides >= size (never Kodak, which is for evaluation only)."""
-    from percept.data import imagenet_sample_paths
-    from percept.images import load_image
+    from percept.hub.data import imagenet_sample_paths
+    from percept.core.images import load_image
 
     paths = imagenet_sample_paths("val")
     if not paths:
@@ -340,8 +340,8 @@ def calibration_images(n: int, size: int = 256) -> list[Tensor]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m percept.calibrate --codec C --quality Q --prior P --preset medium`: fill the table."""
-    p = argparse.ArgumentParser(prog="python -m percept.calibrate", description=main.__doc__)
+    """`python -m percept.enhancer.calibrate --codec C --quality Q --prior P --preset medium`: fill the table."""
+    p = argparse.ArgumentParser(prog="python -m percept.enhancer.calibrate", description=main.__doc__)
     p.add_argument("--codec", required=True)
     p.add_argument("--quality", type=int, required=True)
     p.add_argument("--prior", required=True, help="zoo name or weights path (the table's key)")
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from percept.codecs import get_codec
-    from percept.enhancer import load_prior
+    from percept.enhancer.pipeline import load_prior
 
     images = calibration_images(args.images)
     codec = get_codec(args.codec, args.quality)
@@ -401,5 +401,5 @@ if __name__ == "__main__":
     try:
         raise SystemExit(main())
     except PerceptError as exc:
-        print(f"python -m percept.calibrate: error: {exc}", file=sys.stderr)
+        print(f"python -m percept.enhancer.calibrate: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

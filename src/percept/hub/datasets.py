@@ -7,7 +7,7 @@ float32 tensor in [0,1]; ``iter_dataset`` yields the same lazily (use it for lar
   else from ``$PERCEPT_CACHE/kodak`` (default ``~/.cache/percept/kodak``), downloading missing files
   from r0k.us and checking each against the SHA-256 stored below.
 - ``"imagenet-sample"`` / ``"imagenet-sample:train"`` / ``":val"`` / ``":all"``: the ImageNet sample under
-  ``$PERCEPT_DATA`` with percept.data's split (every 10th file is 'val'; the bare name means 'val',
+  ``$PERCEPT_DATA`` with percept.hub.data's split (every 10th file is 'val'; the bare name means 'val',
   because evaluating on training images would flatter a model).
 - ``"skimage"``: the colour photos bundled with scikit-image (works everywhere, no download).
 - any folder path: its PNG/JPEG/WebP/BMP/TIFF files, sorted by name.
@@ -31,7 +31,7 @@ from typing import NamedTuple
 import torch
 from PIL import Image
 
-from percept.data import (
+from percept.hub.data import (
     KODAK_NAMES,
     SKIMAGE_PHOTOS,
     imagenet_sample_paths,
@@ -39,7 +39,7 @@ from percept.data import (
     skimage_photo,
 )
 from percept.errors import PerceptError
-from percept.images import atomic_write_bytes, load_image, pil_to_tensor, tensor_to_pil
+from percept.core.images import atomic_write_bytes, load_image, pil_to_tensor, tensor_to_pil
 
 KODAK_URL = "https://r0k.us/graphics/kodak/kodak/{name}"
 # SHA-256 of the 24 PNGs as distributed (computed from the project's reference copy).

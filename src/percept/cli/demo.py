@@ -46,7 +46,7 @@ class Coded:
     codec: str
     quality: int
     data: bytes  # the whole percept file
-    record: object  # percept.container's parsed header (codec, params, bpp, payload)
+    record: object  # percept.codecs.container's parsed header (codec, params, bpp, payload)
     x_hat: Tensor  # the plain decode, [1,3,H,W]
 
 
@@ -65,8 +65,8 @@ def decode(coded: Coded) -> tuple[Tensor, str] | None:
 
 
 def enhance_fast(coded: Coded) -> tuple[Tensor, str] | None:
-    from percept.calibrate import lookup_sigma
-    from percept.enhancer import enhance_image, load_enhancer_prior
+    from percept.enhancer.calibrate import lookup_sigma
+    from percept.enhancer.pipeline import enhance_image, load_enhancer_prior
 
     sigma = lookup_sigma(coded.codec, coded.quality, CONSISTENCY_MODEL, "fast")
     y = enhance_image(coded.x_hat, _model(load_enhancer_prior), sigma, "fast", seed=0)
@@ -107,8 +107,8 @@ def _timed(what: str, since: float) -> float:
 def run_demo(x: Tensor, codecs=DEFAULT_CODECS, methods=DEFAULT_METHODS) -> list[Panel]:
     """The panels: the original, then every method's output for every codec (in that order)."""
     from percept.codecs import get_codec
-    from percept.container import decode_file, encode_image
-    from percept.images import quantize
+    from percept.codecs.container import decode_file, encode_image
+    from percept.core.images import quantize
     from percept.metrics import psnr, swd
 
     unknown = [m for m in methods if m not in METHODS]
@@ -159,7 +159,7 @@ def compose(panels: list[Panel], zoom: tuple[int, int], source: str, panel: int 
     `panel` x `panel` crop at `zoom` (top, left) below at 1:1, and each panel's figures."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from percept.images import tensor_to_pil
+    from percept.core.images import tensor_to_pil
 
     h, w = panels[0].image.shape[-2:]
     scale = panel / w
@@ -228,7 +228,7 @@ def _print_table(panels: list[Panel]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from percept.codec_cli import _parser
+    from percept.cli.codec import _parser
 
     p = _parser("demo", __doc__.splitlines()[0].split(": ", 1)[1])
     p.add_argument("--out", type=Path, default=Path("percept-demo.png"))
@@ -251,8 +251,8 @@ def main(argv: list[str]) -> int:
     if args.panel < 96:
         p.error("--panel must be at least 96 (the labels need the room)")
 
-    from percept.data import demo_photo
-    from percept.images import atomic_write_bytes
+    from percept.hub.data import demo_photo
+    from percept.core.images import atomic_write_bytes
 
     directory = args.out.parent if str(args.out.parent) else Path(".")
     if not directory.is_dir():

@@ -44,7 +44,7 @@ def environment() -> dict:
 
 def cpu_model() -> str:
     """The CPU's model name, with " (AMX)" or " (AVX512-BF16)" where it has native bf16 (timings on
-    two machines that `platform` both calls x86_64 differ by 2x and more; see `percept.cpu`)."""
+    two machines that `platform` both calls x86_64 differ by 2x and more; see `percept.core.cpu`)."""
     name = platform.processor() or platform.machine() or "unknown"
     try:
         with open("/proc/cpuinfo") as f:

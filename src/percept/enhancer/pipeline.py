@@ -6,7 +6,7 @@
 Adding noise brings the decoded and real distributions closer (both are convolved with the same
 Gaussian); an SDE solver then contracts the divergence further and an ODE solver preserves it
 (Theorem 3.1). sigma traverses the perception-distortion trade-off (section 3.3): sigma = 0 is the
-decode itself, and the recommended sigma doubles the MSE (see `percept.calibrate`).
+decode itself, and the recommended sigma doubles the MSE (see `percept.enhancer.calibrate`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from percept.errors import PerceptError
-from percept.presets import PRECISIONS, PRESETS, Preset, check_preset, get_preset, native_bf16
-from percept.samplers import per_image_generators, randn_like
-from percept.schedules import halving_sigmas, karras_sigmas
+from percept.enhancer.presets import PRECISIONS, PRESETS, Preset, check_preset, get_preset, native_bf16
+from percept.core.samplers import per_image_generators, randn_like
+from percept.core.schedules import halving_sigmas, karras_sigmas
 
 PAD_MULTIPLE = 32  # fully convolutional priors see a size their down/up-sampling can round-trip
 
@@ -49,7 +49,7 @@ class CompressAIOperator(nn.Module):
         self.multiple = int(getattr(model, "downsampling_factor", 64))
 
     def forward(self, x: Tensor) -> Tensor:
-        from percept.tiling import pad_to_multiple
+        from percept.core.tiling import pad_to_multiple
 
         padded, (h, w) = pad_to_multiple(x, self.multiple)
         return self.model.g_s(_round_ste(self.model.g_a(padded)))[..., :h, :w].clamp(0, 1)
@@ -66,7 +66,7 @@ def resolve_preset(
 ) -> Preset:
     """A named preset, or an explicit sampler (then `preset` is ignored) with `steps`."""
     if sampler is not None:
-        from percept.samplers import get_sampler
+        from percept.core.samplers import get_sampler
 
         get_sampler(sampler)
         like = next((p for p in PRESETS.values() if p.sampler == sampler), PRESETS["medium"])
@@ -109,7 +109,7 @@ def enhance(
     `PRESETS`; or give `sampler` (consistency, dpmpp_2m, euler, euler_ancestral, euler_maruyama, dps)
     and `steps`.
     DPS (preset "slow") needs `operator` (a differentiable A on [0,1] images) or a `codec` with a
-    CompressAI model; its measurement is x_hat. generator: see `percept.samplers` (per-image noise).
+    CompressAI model; its measurement is x_hat. generator: see `percept.core.samplers` (per-image noise).
     precision: "fp32", or "bf16" to run the network's convolutions under bfloat16 autocast (the
     sampler's arithmetic stays float32); on CPUs with AMX or AVX512-BF16 it is 2-3x faster, and
     `benchmarks/fast_decode.py` measures both with their difference.
@@ -163,7 +163,7 @@ def enhance(
     if sigma == 0:
         return x_hat.float().clamp(0, 1)
 
-    from percept.samplers import get_sampler
+    from percept.core.samplers import get_sampler
 
     x = x_hat.float() * 2 - 1
     gens = per_image_generators(generator, x.shape[0])
@@ -227,7 +227,7 @@ def _auto_sigma(
 ) -> float:
     """The table's sigma; with `consistency` the entry calibrated with the projection, or when
     there is none the plain preset's, with a warning (the MSE ratio then lands below the rule's)."""
-    from percept.calibrate import CalibrationMissing, lookup_sigma, table_preset
+    from percept.enhancer.calibrate import CalibrationMissing, lookup_sigma, table_preset
 
     if codec is None or prior_name is None:
         raise PerceptError(
@@ -256,11 +256,11 @@ def load_prior(name_or_path: str):
         (path / f).exists() for f in ("model_index.json", "scheduler", "scheduler_config.json")
     )
     if name_or_path.startswith("hf:") or is_diffusers_dir:
-        from percept.denoisers import from_pretrained
+        from percept.models import from_pretrained
 
         return from_pretrained(name_or_path.removeprefix("hf:"))
     try:
-        from percept.zoo import load_denoiser
+        from percept.hub.zoo import load_denoiser
     except ImportError as exc:
         raise PerceptError(
             f"the model zoo is not available in this build ({exc}); pass a diffusers folder"
@@ -270,7 +270,7 @@ def load_prior(name_or_path: str):
 
 def load_enhancer_prior(name_or_path: str):
     """`load_prior`, wrapped for whole images: a fixed-size model is tiled with 1/8 overlap."""
-    from percept.tiling import TiledDenoiser
+    from percept.core.tiling import TiledDenoiser
 
     denoiser = load_prior(name_or_path)
     size = getattr(denoiser, "sample_size", None)
@@ -297,9 +297,9 @@ def enhance_image(
     """One decoded image [1,C,H,W] enhanced as `percept decode --enhance` does it: padded to a size
     the prior's down/up-sampling round-trips (unless it is tiled), noise from
     `torch.Generator().manual_seed(seed)` (or `generator`), cropped back; `project` (see `enhance`)
-    applies to the image's region. The encoder's per-image calibration (`percept.signalling`) and
+    applies to the image's region. The encoder's per-image calibration (`percept.enhancer.signalling`) and
     `percept eval` call exactly this, so the decoder reproduces the encoder's result."""
-    from percept.tiling import TiledDenoiser, pad_to_multiple
+    from percept.core.tiling import TiledDenoiser, pad_to_multiple
 
     h, w = x_hat.shape[-2:]
     tiled = isinstance(denoiser, TiledDenoiser)
@@ -344,7 +344,7 @@ def enhance_decoded(x_hat: Tensor, record, args) -> Tensor:
     """
     import sys
 
-    from percept.signalling import signalled_entry
+    from percept.enhancer.signalling import signalled_entry
 
     if not getattr(args, "prior", None):
         raise PerceptError(

@@ -1,10 +1,10 @@
 """Encoder-side sigma: the paper's MSE-doubling rule applied to each image, written into its file.
 
 Paper 1 picks sigma where the enhanced MSE is twice the decoded MSE (eq. 14), measured over a
-dataset; `percept.calibrate` does the same on imagenet-sample crops and keeps a table. A table value
+dataset; `percept.enhancer.calibrate` does the same on imagenet-sample crops and keeps a table. A table value
 misses on images unlike its calibration set: the learned codec at quality 4 doubles the MSE on the
 calibration crops but multiplies it by 2.4 on Kodak. The encoder has the original, so it can find
-this image's sigma (`percept.calibrate.sigma_for_image`) by running the decoder's enhancer itself,
+this image's sigma (`percept.enhancer.calibrate.sigma_for_image`) by running the decoder's enhancer itself,
 and signal it in the file's header (tens of bytes, counted in bpp like every header byte):
 
     "enhance": [{"preset": "fast", "prior": "<first 8 hex digits of the prior's sha256>",
@@ -33,7 +33,7 @@ PRIOR_ID_DIGITS = 8
 
 def prior_id(prior: str) -> str:
     """The first hex digits of a prior's recorded sha256 (a zoo name or exported weights)."""
-    from percept.calibrate import model_sha256
+    from percept.enhancer.calibrate import model_sha256
 
     sha = model_sha256(prior)
     if not sha:
@@ -116,11 +116,11 @@ def signal_sigma(
     shows a bar over the bisection's trials (each one a full enhancement of the image).
     `consistency` (JPEG files): calibrate with the consistency projection, as `percept decode
     --consistency` runs it; the entry says so."""
-    from percept.calibrate import TargetOutOfReach, sigma_for_image
+    from percept.enhancer.calibrate import TargetOutOfReach, sigma_for_image
     from percept.codecs import get_codec
-    from percept.container import decode_file, pack
-    from percept.enhancer import enhance_image, load_enhancer_prior, operator_for_codec
-    from percept.presets import get_preset
+    from percept.codecs.container import decode_file, pack
+    from percept.enhancer.pipeline import enhance_image, load_enhancer_prior, operator_for_codec
+    from percept.enhancer.presets import get_preset
 
     p = get_preset(preset)
     pid = prior_id(prior)

@@ -13,21 +13,21 @@ from percept.errors import PerceptError
 
 # name -> (module, help). Modules are imported only when their subcommand runs.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "encode": ("percept.codec_cli", "encode an image into a percept file (real bitstream)"),
-    "decode": ("percept.codec_cli", "decode a percept file to PNG, optionally with the enhancer"),
-    "info": ("percept.codec_cli", "show what a percept file holds"),
-    "codecs": ("percept.codec_cli", "list codecs and whether each is available here"),
+    "encode": ("percept.cli.codec", "encode an image into a percept file (real bitstream)"),
+    "decode": ("percept.cli.codec", "decode a percept file to PNG, optionally with the enhancer"),
+    "info": ("percept.cli.codec", "show what a percept file holds"),
+    "codecs": ("percept.cli.codec", "list codecs and whether each is available here"),
     "demo": (
-        "percept.demo",
+        "percept.cli.demo",
         "a real photo at a low rate, decoded plainly and through the enhancer, in one PNG",
     ),
     "train": (
-        "percept.training.cli",
+        "percept.cli.train",
         "train the project's models (prior, consistency model, codec, aux encoder, fusion)",
     ),
-    "publish": ("percept.zoo", "ship a finished training run into the model zoo (zoo.json)"),
+    "publish": ("percept.hub.zoo", "ship a finished training run into the model zoo (zoo.json)"),
     "eval": (
-        "percept.evaluate",
+        "percept.eval.harness",
         "evaluate codecs and enhancers over a dataset, write results JSON",
     ),
 }
@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    from percept.cpu import reuse_freed_memory
+    from percept.core.cpu import reuse_freed_memory
 
-    reuse_freed_memory()  # whole-image networks on CPU: about 1.7x faster (percept.cpu)
+    reuse_freed_memory()  # whole-image networks on CPU: about 1.7x faster (percept.core.cpu)
     module = importlib.import_module(SUBCOMMANDS[name][0])
     try:
         code = int(module.main([name, *rest]) or 0)

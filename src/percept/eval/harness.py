@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from percept.calibrate import model_sha256
-from percept.container import bpp, decode_file, encode_image
-from percept.datasets import load_dataset
+from percept.enhancer.calibrate import model_sha256
+from percept.codecs.container import bpp, decode_file, encode_image
+from percept.hub.datasets import load_dataset
 from percept.errors import PerceptError
-from percept.images import load_image, quantize, save_png
-from percept.provenance import environment
-from percept.results import (
+from percept.core.images import load_image, quantize, save_png
+from percept.core.provenance import environment
+from percept.eval.results import (
     DEEP_METRICS,
     SCHEMA,
     format_summary,
@@ -117,7 +117,7 @@ def output_images(out, results: dict, codec: str, quality: int, method: str) -> 
 
 def _uses_cm(parsed: tuple) -> bool:
     """Whether a parsed method runs the consistency sampler (the fast presets)."""
-    from percept.presets import get_preset
+    from percept.enhancer.presets import get_preset
 
     return parsed[0] == "enhance" and get_preset(parsed[1]).sampler == "consistency"
 
@@ -129,9 +129,9 @@ def _outputs(x_hat, t_dec, parsed, methods, models, config, image, codec, qualit
     runs on the consistency model. payload: the codec's bitstream (a consistent method projects
     into its JPEG cells; a fuse method decodes it again through the fusion module, timed whole)."""
     from percept.codecs.jpeg_consistency import projector_for
-    from percept.enhancer import enhance_image
+    from percept.enhancer.pipeline import enhance_image
     from percept.fusion.decode import decode_payload
-    from percept.interpolate import interpolate
+    from percept.enhancer.interpolate import interpolate
 
     outs: dict[str, tuple[torch.Tensor, float]] = {}
     first_enhanced = next((m for m, p in zip(methods, parsed) if p[0] == "enhance"), None)
@@ -276,7 +276,7 @@ def run(
         )
     models = (None, None, {})
     if prior:
-        from percept.enhancer import load_prior
+        from percept.enhancer.pipeline import load_prior
 
         models = (
             load_prior(prior),

@@ -203,7 +203,7 @@ def resolve(name_or_path: str | os.PathLike, registry: Path | None = None) -> tu
     if expected != actual:
         raise PerceptError(
             f"{path} is corrupt or was replaced: sha256 {actual[:12]}... does not match the recorded "
-            f"{str(expected)[:12]}...; re-export it from its run with percept.zoo.publish_run (or reinstall percept)"
+            f"{str(expected)[:12]}...; re-export it from its run with percept.hub.zoo.publish_run (or reinstall percept)"
         )
     return path, card
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from percept.images import load_image, pil_to_tensor
+from percept.core.images import load_image, pil_to_tensor
 
 KODAK_NAMES = [f"kodim{i:02d}.png" for i in range(1, 25)]
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")

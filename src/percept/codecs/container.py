@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from percept.errors import ContainerError
-from percept.varint import encode_varint as _varint
+from percept.codecs.varint import encode_varint as _varint
 
 MAGIC = b"PRCP"
 FORMAT_VERSION = 1

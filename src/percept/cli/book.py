@@ -1,7 +1,7 @@
 """Run the book's notebooks with papermill and build the Jupyter Book.
 
-    python -m percept.book run   --profile tiny|full [--notebooks 01_codecs ...]
-    python -m percept.book build --profile tiny|full [--notebooks ...] [--skip-run]
+    python -m percept.cli.book run   --profile tiny|full [--notebooks 01_codecs ...]
+    python -m percept.cli.book build --profile tiny|full [--notebooks ...] [--skip-run]
 
 `run` executes each source notebook in `notebooks/` with the parameters of its section in
 `notebooks/params/<profile>.yaml` and writes the executed copy to `book/notebooks/` (git-ignored), so
@@ -42,7 +42,7 @@ TOLERATED_WARNINGS = (
 
 def project_root(root: str | os.PathLike | None = None) -> Path:
     """The folder holding `_toc.yml`: `root` if given, else the current folder or the source tree."""
-    candidates = [Path(root)] if root else [Path.cwd(), Path(__file__).resolve().parents[2]]
+    candidates = [Path(root)] if root else [Path.cwd(), Path(__file__).resolve().parents[3]]
     for folder in candidates:
         if (folder / "_toc.yml").is_file() and (folder / "notebooks").is_dir():
             return folder.resolve()
@@ -66,7 +66,7 @@ def load_profile(root: Path, profile: str, *, kodak: bool | None = None) -> dict
     """The parameter sections of `notebooks/params/<profile>.yaml`, one per source notebook.
 
     A `without_kodak` section (see WITHOUT_KODAK) is applied when `kodak` is False; None asks
-    `percept.data.kodak_dir()` whether PERCEPT_DATA holds Kodak. The notebooks print which photos
+    `percept.hub.data.kodak_dir()` whether PERCEPT_DATA holds Kodak. The notebooks print which photos
     they used, so a run on the replacements says so."""
     import yaml
 
@@ -94,7 +94,7 @@ def load_profile(root: Path, profile: str, *, kodak: bool | None = None) -> dict
             f"unknown {sorted(set(replacements) - names) if isinstance(replacements, dict) else replacements!r}"
         )
     if kodak is None:
-        from percept.data import kodak_dir
+        from percept.hub.data import kodak_dir
 
         kodak = kodak_dir() is not None
     params = {name: dict(values or {}) for name, values in sections.items()}
@@ -192,7 +192,7 @@ def run_notebook(root: Path, name: str, parameters: dict, profile: str) -> Path:
     import nbformat
     import papermill
 
-    from percept.provenance import environment
+    from percept.core.provenance import environment
 
     source = root / "notebooks" / f"{name}.ipynb"
     output = root / EXECUTED_DIR / f"{name}.ipynb"
@@ -221,7 +221,7 @@ def run(root: Path, profile: str, names: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in sections]
     if unknown:
         raise PerceptError(f"unknown notebook(s) {unknown}: choose from {source_notebooks(root)}")
-    from percept.data import kodak_dir
+    from percept.hub.data import kodak_dir
 
     if kodak_dir() is None:
         replaced = {n: v for n, v in kodak_replacements(root, profile).items() if n in names}
@@ -283,7 +283,7 @@ def build(root: Path, profile: str, names: list[str] | None = None, skip_run: bo
     ]
     if missing:
         raise PerceptError(
-            f"not executed yet: {missing}; run `python -m percept.book run --profile {profile}`"
+            f"not executed yet: {missing}; run `python -m percept.cli.book run --profile {profile}`"
         )
     print("building the book (jupyter-book build -W -n --keep-going) ...", flush=True)
     start = time.perf_counter()
@@ -302,7 +302,7 @@ def build(root: Path, profile: str, names: list[str] | None = None, skip_run: bo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m percept.book", description=__doc__.splitlines()[0]
+        prog="python -m percept.cli.book", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
         "command", choices=("run", "build"), help="run: execute notebooks; build: run + build"
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             return run(root, args.profile, args.notebooks)
         return build(root, args.profile, args.notebooks, skip_run=args.skip_run)
     except PerceptError as exc:
-        print(f"percept.book: error: {exc}", file=sys.stderr)
+        print(f"percept.cli.book: error: {exc}", file=sys.stderr)
         return 2
 
 

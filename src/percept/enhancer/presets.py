@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from percept.errors import PerceptError
-from percept.schedules import SIGMA_MIN
+from percept.core.schedules import SIGMA_MIN
 
 # How the network's arithmetic runs (`enhance(precision=...)`, `percept decode --precision`).
 PRECISIONS = ("fp32", "bf16")

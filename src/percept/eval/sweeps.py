@@ -1,7 +1,7 @@
 """The sigma sweep of paper 1 (section 4.4, Fig. 4): distortion and realism against the noise level.
 
 For one codec setting, every image is encoded (real bytes), decoded, noised to sigma and denoised by
-the prior (`percept.enhancer.enhance`). Per image the sweep records PSNR and the MSE ratio to the plain
+the prior (`percept.enhancer.pipeline.enhance`). Per image the sweep records PSNR and the MSE ratio to the plain
 decode (the paper's rule: the recommended sigma roughly doubles the MSE, eq. 3 and 14); per sigma it
 records the realism of the whole set (sliced Wasserstein distance on Laplacian-pyramid patches,
 normalised by the reference set, with its spread over patch seeds).
@@ -17,9 +17,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from percept.container import decode_file, encode_image
-from percept.enhancer import enhance
-from percept.images import quantize
+from percept.codecs.container import decode_file, encode_image
+from percept.enhancer.pipeline import enhance
+from percept.core.images import quantize
 from percept.metrics import mse, psnr, swd, swd_gain
 
 
@@ -144,7 +144,7 @@ def signalled_sweep(
     progress: bool = True,
     consistency: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The enhancer at each image's own sigma, signalled by the encoder (`percept.signalling`):
+    """The enhancer at each image's own sigma, signalled by the encoder (`percept.enhancer.signalling`):
     every image is encoded, its sigma calibrated to `target` on it and written into the file, and
     the file decoded and enhanced as `percept decode --sigma auto` does (image i with seed + i);
     with `consistency` (JPEG), calibrated and enhanced with the consistency projection.
@@ -153,9 +153,9 @@ def signalled_sweep(
     `mode` "decode" and "signalled"; the signalled row's bpp counts the header entry, its `sigma`
     is the median over images)."""
     from percept.codecs.jpeg_consistency import projector_for
-    from percept.container import bpp
-    from percept.enhancer import enhance_image
-    from percept.signalling import signal_sigma, signalled_entry
+    from percept.codecs.container import bpp
+    from percept.enhancer.pipeline import enhance_image
+    from percept.enhancer.signalling import signal_sigma, signalled_entry
 
     names = list(images)
     originals = [images[n] for n in names]
@@ -213,7 +213,7 @@ def preset_sweep(
     without a differentiable codec) gets a row saying why instead of numbers. `consistency_model`,
     when given, runs the consistency-sampler methods (the fast presets) in place of `denoiser`.
     """
-    from percept.enhancer import resolve_preset
+    from percept.enhancer.pipeline import resolve_preset
     from percept.errors import PerceptError
 
     names, originals, decoded, bpps, _ = _decode_all(images, codec)
