@@ -14,9 +14,9 @@ from percept.enhancer.calibrate import (
     lookup_sigma,
     store_sigma,
 )
-from percept.models import GaussianMixtureDenoiser
 from percept.enhancer.pipeline import enhance
 from percept.errors import PerceptError
+from percept.models import GaussianMixtureDenoiser
 
 
 class QuantizerCodec:
@@ -83,8 +83,8 @@ def test_an_entry_calibrated_on_other_weights_is_refused_as_stale(tmp_path):
     import torch
 
     from percept.enhancer.calibrate import model_sha256
-    from percept.models import UNet, UNetConfig
     from percept.hub.zoo import save_weights
+    from percept.models import UNet, UNetConfig
 
     cfg = UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, groups=4)
     card = {"kind": "prior", "arch": "unet-edm", "unet": cfg.to_dict(), "sigma_data": 0.5}
@@ -133,9 +133,9 @@ def test_an_entry_for_a_learned_codec_is_refused_once_the_codec_is_republished(t
 def test_calibration_images_are_square_crops_of_large_enough_photos():
     from PIL import Image
 
+    from percept.core.images import load_image
     from percept.enhancer.calibrate import calibration_images
     from percept.hub.data import imagenet_sample_paths
-    from percept.core.images import load_image
 
     crops = calibration_images(3, 256)
     assert [tuple(c.shape) for c in crops] == [(1, 3, 256, 256)] * 3

@@ -240,7 +240,7 @@ def test_init_from_starts_from_another_rates_weights(trained, tmp_path):
         tuned, record = load_trained_codec(out / "codec-test.safetensors")
         assert record["init_from"] == str(init)
         if init != codec_file:  # the card adds the steps of the run it started from
-            from percept.codecs.project import publish_codec
+            from percept.training.publish import publish_codec
 
             card = publish_codec(out, "tuned", folder=tmp_path / "zoo")["card"]
             assert card["steps_this_run"] == 1
@@ -261,7 +261,7 @@ def test_init_from_starts_from_another_rates_weights(trained, tmp_path):
 
 def test_publish_codec_ships_a_float16_verified_file(trained, tmp_path):
     from percept.hub import zoo
-    from percept.codecs.project import publish_codec
+    from percept.training.publish import publish_codec
 
     run_dir, _ = trained
     entry = publish_codec(run_dir, "codec-test-q3", folder=tmp_path)

@@ -22,11 +22,11 @@ from percept.codecs import (
     unregister_codec,
 )
 from percept.codecs.compressai_codec import deserialize, serialize
+from percept.codecs.container import bpp, decode_file, encode_image
 from percept.codecs.external import rgb_to_ycbcr, ycbcr_to_rgb
 from percept.codecs.registry import CodecInfo
-from percept.codecs.container import bpp, decode_file, encode_image
-from percept.errors import CodecError, WeightsUnavailable
 from percept.core.images import tensor_to_uint8
+from percept.errors import CodecError, WeightsUnavailable
 
 # Odd sizes on purpose: every codec must crop back exactly.
 CROP = (slice(101, 168), slice(201, 292))  # 67 x 91

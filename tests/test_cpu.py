@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from percept.core import cpu
 from percept.cli import main
+from percept.core import cpu
 
 glibc = pytest.mark.skipif(cpu._libc() is None, reason="needs Linux with glibc")
 

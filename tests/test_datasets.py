@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
-from percept.hub import datasets
-from percept.errors import PerceptError
 from percept.core.images import save_png
+from percept.errors import PerceptError
+from percept.hub import datasets
 
 
 def test_kodak_files_match_stored_checksums(kodak_dir):

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from percept.models import GaussianFlowMap, GaussianMixtureDenoiser
-from percept.errors import WeightsUnavailable
 from percept.core.tiling import TiledDenoiser, pad_to_multiple
+from percept.errors import WeightsUnavailable
+from percept.models import GaussianFlowMap, GaussianMixtureDenoiser
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,18 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from percept.models import GaussianFlowMap, GaussianMixtureDenoiser
-from percept.enhancer.pipeline import CompressAIOperator, enhance, enhance_decoded, operator_for_codec
-from percept.errors import PerceptError
-from percept.enhancer.interpolate import interpolate
-from percept.enhancer.presets import PRESETS, is_consistency_model
 from percept.core.samplers import per_image_generators
 from percept.core.schedules import karras_sigmas
+from percept.enhancer.interpolate import interpolate
+from percept.enhancer.pipeline import (
+    CompressAIOperator,
+    enhance,
+    enhance_decoded,
+    operator_for_codec,
+)
+from percept.enhancer.presets import PRESETS, is_consistency_model
+from percept.errors import PerceptError
+from percept.models import GaussianFlowMap, GaussianMixtureDenoiser
 
 
 def shrink_denoiser(x, sigma):
@@ -213,8 +218,8 @@ def test_fast_2_renoises_to_half_sigma(images):
 def test_bf16_precision_is_close_to_fp32_and_checked(images):
     from contextlib import nullcontext
 
-    from percept.models import EDMDenoiser, UNet, UNetConfig
     from percept.enhancer.presets import native_bf16
+    from percept.models import EDMDenoiser, UNet, UNetConfig
 
     torch.manual_seed(0)
     net = UNet(UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, groups=4))

@@ -8,13 +8,13 @@ import math
 import pytest
 
 from percept import cli
-from percept.eval import harness as evaluate
 from percept.codecs import get_codec
 from percept.codecs.container import encode_image
-from percept.hub.datasets import load_dataset
 from percept.errors import PerceptError
-from percept.metrics import MetricUnavailable
+from percept.eval import harness as evaluate
 from percept.eval.results import bd_table, load_results, strip_timings, summarize
+from percept.hub.datasets import load_dataset
+from percept.metrics import MetricUnavailable
 
 GRID = {"jpeg": [10, 40]}
 OPTIONS = dict(crop="crop128", limit=2, swd_seeds=(0, 1), progress=False)
@@ -217,8 +217,8 @@ def test_summarize_and_bd_table():
 def test_enhance_and_interp_methods_with_a_tiny_prior(tmp_path):
     import torch
 
-    from percept.models import EDMDenoiser, UNet, UNetConfig
     from percept.hub.zoo import save_weights
+    from percept.models import EDMDenoiser, UNet, UNetConfig
 
     cfg = UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, groups=4)
     torch.manual_seed(0)
@@ -244,8 +244,8 @@ def test_enhance_and_interp_methods_with_a_tiny_prior(tmp_path):
 def test_fast_methods_run_on_the_consistency_model(tmp_path):
     import torch
 
-    from percept.models import UNet, UNetConfig
     from percept.hub.zoo import save_weights
+    from percept.models import UNet, UNetConfig
 
     cfg = UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, groups=4)
     torch.manual_seed(0)

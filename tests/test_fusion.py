@@ -10,14 +10,15 @@ import sys
 import pytest
 import torch
 
-from percept.codecs.project import load_project_model
 from percept.codecs.container import decode_file, encode_image
+from percept.codecs.project import load_project_model
 from percept.errors import PerceptError
 from percept.fusion.aux_encoder import freeze, make_aux_encoder
 from percept.fusion.decode import base_codec_of, decode_file_fused, decode_payload
 from percept.fusion.latents import from_image, from_strings, synthesize
 from percept.fusion.module import FusionSampling, LatentFusion, check_tau, load_fusion, save_fusion
 from percept.fusion.network import EDMLoss, LatentDenoiser, LatentFusionNet
+from percept.hub import runs
 from percept.training.fusion import residual_pairs
 
 pytestmark = [
@@ -251,12 +252,11 @@ def aux_run(tmp_path_factory):
 
 def test_both_stages_train_resume_and_publish(aux_run, tmp_path):
     from percept.hub import zoo
-    from percept.training import runtime
     from percept.training.fusion import FusionConfig, load_config, publish_fusion, train_fusion
 
     aux_dir, summary = aux_run
     assert summary["step"] == 4 and (aux_dir / "aux-encoder.safetensors").is_file()
-    held = [r for r in runtime.read_log(aux_dir) if r.get("kind") == "val"]
+    held = [r for r in runs.read_log(aux_dir) if r.get("kind") == "val"]
     assert [r["step"] for r in held] == [0, 2, 4] and held[0]["psnr_aux"] == held[0]["psnr_base"]
     over = {"aux_run": str(aux_dir), "train_images": 8, "steps": 2}
     cfg = load_config("fusion-tiny", FusionConfig, over)

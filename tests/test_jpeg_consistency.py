@@ -21,8 +21,8 @@ from percept.codecs.jpeg_consistency import (
     project_jpeg,
     projector_for,
 )
-from percept.errors import PerceptError
 from percept.core.images import load_image, save_png
+from percept.errors import PerceptError
 
 
 @pytest.fixture(scope="module")

@@ -71,10 +71,10 @@ def test_delta_refuses_another_base():
 
 
 def test_low_rank_distillation_ships_a_small_patch_tied_to_its_teacher(tmp_path, one_thread):
+    from percept.hub.zoo import load_denoiser
     from percept.models import ConsistencyDenoiser
     from percept.training.distill import DistillConfig, train_distill
     from percept.training.prior import export_model, train_prior
-    from percept.hub.zoo import load_denoiser
     from tests.test_training import tiny_config
 
     train_prior(tiny_config(steps=3), tmp_path / "teacher", progress=False)
@@ -115,7 +115,8 @@ def test_low_rank_distillation_ships_a_small_patch_tied_to_its_teacher(tmp_path,
     # from the old patch's factors and small vectors on the new teacher's weights.
     from safetensors.torch import load_file
 
-    from percept.hub.zoo import publish_run, sha256_file
+    from percept.hub.zoo import sha256_file
+    from percept.training.publish import publish_run
 
     warm = train_distill(
         cfg, tmp_path / "cm-warm", init_from=str(patch), max_steps=0, progress=False

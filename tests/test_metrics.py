@@ -11,8 +11,8 @@ import torch
 from PIL import Image, ImageFilter
 from scipy import linalg
 
-from percept.errors import PerceptError
 from percept.core.images import pil_to_tensor, tensor_to_pil
+from percept.errors import PerceptError
 from percept.metrics import (
     MetricUnavailable,
     deep,

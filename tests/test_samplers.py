@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from percept.models import GaussianFlowMap, GaussianMixtureDenoiser
 from percept.core.samplers import (
     SAMPLERS,
     per_image_generators,
@@ -16,6 +15,7 @@ from percept.core.samplers import (
     sample_euler_maruyama,
 )
 from percept.core.schedules import karras_sigmas, loglinear_sigmas, nfe
+from percept.models import GaussianFlowMap, GaussianMixtureDenoiser
 
 
 def frechet(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from percept.codecs.project import PROJECT_CODECS
-from percept.metrics import psnr
 from percept.hub.zoo import read_registry
+from percept.metrics import psnr
 
 REGISTRY = read_registry()
 DENOISERS = sorted(n for n, e in REGISTRY.items() if e["kind"] in ("prior", "cm"))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from percept.enhancer.calibrate import round_sigma, sigma_for_image
 from percept.cli import main
 from percept.codecs import get_codec
 from percept.codecs.container import decode_file, encode_image, pack, unpack
-from percept.errors import PerceptError
 from percept.core.images import load_image, quantize, save_png
+from percept.enhancer.calibrate import round_sigma, sigma_for_image
 from percept.enhancer.signalling import prior_id, signal_sigma, signalled_entry
+from percept.errors import PerceptError
 
 PRIOR = "percept-cm-s"  # shipped in the package: a recorded sha256, and one fast step
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from percept.codecs import get_codec
-from percept.models import EDMDenoiser, UNet, UNetConfig
 from percept.eval.sweeps import level_breakdown, preset_sweep, sigma_sweep
+from percept.models import EDMDenoiser, UNet, UNetConfig
 
 TINY = UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, groups=4)
 

@@ -10,10 +10,11 @@ import signal
 import pytest
 import torch
 
+from percept.cli.train import main as train_main
 from percept.errors import PerceptError
+from percept.hub import runs
 from percept.models import ConsistencyDenoiser
 from percept.training import runtime
-from percept.cli.train import main as train_main
 from percept.training.distill import DistillConfig, karras_sigmas, train_distill
 from percept.training.prior import PriorTrainConfig, train_prior
 
@@ -40,11 +41,11 @@ def _one_thread():
 
 def test_tiny_prior_loss_falls(tmp_path):
     summary = train_prior(tiny_config(), tmp_path, progress=False, export=False)
-    losses = [r["loss"] for r in runtime.read_log(tmp_path) if "loss" in r]
+    losses = [r["loss"] for r in runs.read_log(tmp_path) if "loss" in r]
     assert summary["step"] == 40 and len(losses) == 40
     first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
     assert last < 0.8 * first, (first, last)
-    vals = [r["val_psnr"] for r in runtime.read_log(tmp_path) if "val_psnr" in r]
+    vals = [r["val_psnr"] for r in runs.read_log(tmp_path) if "val_psnr" in r]
     assert len(vals) == 2 and set(vals[0]) == {"0.05", "0.1", "0.2", "0.4", "1", "2"}
 
 
@@ -53,8 +54,8 @@ def test_resume_is_exact(tmp_path):
     train_prior(cfg, tmp_path / "straight", progress=False, export=False)
     train_prior(cfg, tmp_path / "split", max_steps=5, progress=False, export=False)
     train_prior(cfg, tmp_path / "split", resume=True, progress=False, export=False)
-    a = runtime.load_checkpoint(tmp_path / "straight")
-    b = runtime.load_checkpoint(tmp_path / "split")
+    a = runs.read_checkpoint(tmp_path / "straight")
+    b = runs.read_checkpoint(tmp_path / "split")
     assert a["step"] == b["step"] == 12
     for key in ("model", "ema"):
         for name, tensor in a[key].items():
@@ -103,7 +104,7 @@ def test_cli_trains_and_exports(tmp_path):
     card = json.loads((out / "ema.safetensors.json").read_text())
     assert card["kind"] == "prior" and card["steps"] == 3 and card["val_psnr"] is not None
     # validated at step 2 and again at the end: the card's figure is that of the shipped weights
-    assert [r["step"] for r in runtime.read_log(out) if "val_psnr" in r] == [2, 3]
+    assert [r["step"] for r in runs.read_log(out) if "val_psnr" in r] == [2, 3]
     with pytest.raises(PerceptError, match="unknown config"):
         train_main(["train", "prior", "--config", "no-such-config", "--out", str(tmp_path / "x")])
 
@@ -124,7 +125,7 @@ def test_tiny_distillation_runs_and_keeps_boundary(tmp_path):
     )  # fmt: skip
     summary = train_distill(cfg, tmp_path / "cm", progress=False)
     assert summary["step"] == 4 and summary["val_psnr"] is not None
-    losses = [r["loss"] for r in runtime.read_log(tmp_path / "cm") if "loss" in r]
+    losses = [r["loss"] for r in runs.read_log(tmp_path / "cm") if "loss" in r]
     assert len(losses) == 4 and all(l >= 0 and l == l for l in losses)  # noqa: E741
     from percept.hub.zoo import load_denoiser
 
@@ -199,7 +200,7 @@ def test_cooldown_decays_lr_linearly_to_zero_then_stops(tmp_path):
         export=False,
     )  # fmt: skip
     assert summary["step"] == 9
-    lrs = [r["lr"] for r in runtime.read_log(tmp_path) if "lr" in r and r["step"] > 4]
+    lrs = [r["lr"] for r in runs.read_log(tmp_path) if "lr" in r and r["step"] > 4]
     base = runtime.learning_rate(4, 3e-3, 2, 1000)
     assert lrs == pytest.approx([base * (1 - k / 5) for k in range(5)])
     with pytest.raises(PerceptError, match="cooldown"):
@@ -207,7 +208,8 @@ def test_cooldown_decays_lr_linearly_to_zero_then_stops(tmp_path):
 
 
 def test_published_card_of_a_continued_run_starts_at_step_zero(tmp_path):
-    from percept.hub.zoo import publish_run, read_registry
+    from percept.hub.zoo import read_registry
+    from percept.training.publish import publish_run
 
     train_prior(tiny_config(steps=4, val_every=2), tmp_path / "first", progress=False, export=False)
     publish_run(tmp_path / "first", "toy", folder=tmp_path / "zoo")
@@ -223,7 +225,8 @@ def test_published_card_of_a_continued_run_starts_at_step_zero(tmp_path):
 
 
 def test_a_chain_of_unpublished_exports_keeps_the_whole_training_in_the_card(tmp_path):
-    from percept.hub.zoo import publish_run, read_registry
+    from percept.hub.zoo import read_registry
+    from percept.training.publish import publish_run
 
     train_prior(tiny_config(steps=4, val_every=2), tmp_path / "a", progress=False)
     train_prior(
@@ -324,15 +327,15 @@ def test_bf16_is_dropped_where_the_device_would_emulate_it(tmp_path, monkeypatch
 
     monkeypatch.setattr(percept.enhancer.presets, "native_bf16", lambda device="cpu": False)
     assert runtime.bf16_for(False, "cpu", tmp_path) is False  # nothing asked, nothing said
-    assert runtime.read_log(tmp_path) == [] and capsys.readouterr().err == ""
+    assert runs.read_log(tmp_path) == [] and capsys.readouterr().err == ""
     assert runtime.bf16_for(True, "cpu", tmp_path, step=7) is False
-    (entry,) = runtime.read_log(tmp_path)
+    (entry,) = runs.read_log(tmp_path)
     assert entry["step"] == 7 and entry["precision"] == "fp32" and "no native bf16" in entry["note"]
     assert "training in fp32" in capsys.readouterr().err
     # a config asking for bf16 trains (in fp32 here) and its log says so
     summary = train_prior(tiny_config(bf16=True, steps=2), tmp_path / "run", progress=False,
                           export=False)  # fmt: skip
     assert summary["step"] == 2
-    assert any(r.get("precision") == "fp32" for r in runtime.read_log(tmp_path / "run"))
+    assert any(r.get("precision") == "fp32" for r in runs.read_log(tmp_path / "run"))
     monkeypatch.setattr(percept.enhancer.presets, "native_bf16", lambda device="cpu": True)
     assert runtime.bf16_for(True, "cpu") is True

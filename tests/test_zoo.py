@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from percept.errors import PerceptError, WeightsUnavailable
+from percept.hub.zoo import load_denoiser, publish, read_registry, resolve
 from percept.models import EDMDenoiser, UNet, UNetConfig
-from percept.hub.zoo import load_denoiser, publish, publish_run, read_registry, resolve
+from percept.training.publish import publish_run
 
 CFG = UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, groups=4)
 
@@ -48,7 +49,7 @@ def test_hash_mismatch_is_a_clear_error(tmp_path):
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(PerceptError, match="corrupt.*re-export"):
+    with pytest.raises(PerceptError, match="corrupt.*re-publish"):
         load_denoiser("toy-prior", registry=tmp_path / "zoo.json")
     with pytest.raises(PerceptError, match="corrupt"):
         load_denoiser(path)

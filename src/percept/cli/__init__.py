@@ -25,7 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "percept.cli.train",
         "train the project's models (prior, consistency model, codec, aux encoder, fusion)",
     ),
-    "publish": ("percept.hub.zoo", "ship a finished training run into the model zoo (zoo.json)"),
+    "publish": ("percept.cli.publish", "ship a finished training run into the model zoo (zoo.json)"),
     "eval": (
         "percept.eval.harness",
         "evaluate codecs and enhancers over a dataset, write results JSON",

@@ -218,9 +218,9 @@ def decode(argv: list[str]) -> int:
 def _decode_fused(args) -> int:
     """`percept decode FILE OUT --fusion NAME --tau T [--seed N]`."""
     from percept.codecs.container import unpack
+    from percept.core.images import save_png
     from percept.fusion.decode import decode_file_fused, fusion_name_for
     from percept.fusion.module import check_tau, load_fusion
-    from percept.core.images import save_png
 
     tau = check_tau(0.5 if args.tau is None else args.tau)
     data = _read_file(args.input)

@@ -251,8 +251,8 @@ def main(argv: list[str]) -> int:
     if args.panel < 96:
         p.error("--panel must be at least 96 (the labels need the room)")
 
-    from percept.hub.data import demo_photo
     from percept.core.images import atomic_write_bytes
+    from percept.hub.data import demo_photo
 
     directory = args.out.parent if str(args.out.parent) else Path(".")
     if not directory.is_dir():

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from percept.codecs.registry import CodecInfo, import_quietly, register_codec
-from percept.errors import CodecError, WeightsUnavailable
-from percept.core.images import quantize
 from percept.codecs.varint import encode_varint as _varint
+from percept.core.images import quantize
+from percept.errors import CodecError, WeightsUnavailable
 
 DOWNLOAD_TIMEOUT_S = 15.0
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from percept.errors import ContainerError
 from percept.codecs.varint import encode_varint as _varint
+from percept.errors import ContainerError
 
 MAGIC = b"PRCP"
 FORMAT_VERSION = 1

@@ -24,9 +24,9 @@ import torch
 from PIL import Image
 
 from percept.codecs.registry import CodecInfo, register_codec
-from percept.errors import CodecError
-from percept.core.images import pil_to_tensor, tensor_to_pil, tensor_to_uint8
 from percept.codecs.varint import encode_varint as _varint
+from percept.core.images import pil_to_tensor, tensor_to_pil, tensor_to_uint8
+from percept.errors import CodecError
 
 TIMEOUT_S = 600
 

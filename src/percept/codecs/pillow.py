@@ -22,8 +22,8 @@ import torch
 from PIL import Image, features
 
 from percept.codecs.registry import CodecInfo, register_codec
-from percept.errors import CodecError
 from percept.core.images import pil_to_tensor, tensor_to_pil
+from percept.errors import CodecError
 
 _SUBSAMPLING_JPEG = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 

@@ -177,14 +177,6 @@ def roundtrip_is_exact(
     return bool(torch.equal(ref, out))
 
 
-def _run_log(run_dir: Path) -> tuple[list[dict], float]:
-    """A codec run's log rows and its wall time over all its sessions."""
-    from percept.training.runtime import wall_seconds
-
-    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line]
-    return rows, wall_seconds(rows)
-
-
 def exported_codec_path(run_dir: str | os.PathLike) -> Path | None:
     """Where a `percept train codec` run exports its codec file (named after its config), or None
     when the directory has no run config."""
@@ -192,82 +184,3 @@ def exported_codec_path(run_dir: str | os.PathLike) -> Path | None:
     if not config.is_file():
         return None
     return Path(run_dir) / f"{json.loads(config.read_text())['name']}.safetensors"
-
-
-def publish_codec(
-    run_dir: str | os.PathLike,
-    name: str | None = None,
-    *,
-    folder: str | os.PathLike | None = None,
-    half: bool = True,
-    probe: torch.Tensor | None = None,
-) -> dict:
-    """Ship a finished `percept train codec` run: its codec file goes into the zoo folder and zoo.json.
-
-    With `half` the weights are rounded to float16 and the CDF tables recomputed from the rounded
-    weights, so the shipped file is half the size and still self-consistent; the round trip of the
-    shipped file is checked bit-exact on `probe` (default: a fixed random 3x64x64 image). The card
-    records the training config, held-out rate and PSNR, wall time and the loss/held-out history.
-    """
-    from percept.hub import zoo
-
-    run_dir = Path(run_dir)
-    run_config = json.loads((run_dir / "config.json").read_text())
-    source = exported_codec_path(run_dir)
-    if not source.is_file():
-        raise WeightsUnavailable(
-            f"{source} not found: finish the run (or stop it with --export) before publishing"
-        )
-    model, record = load_trained_codec(source)
-    if half:
-        with torch.no_grad():  # the values a float16 file holds; buffers are stored exactly
-            for p in model.parameters():
-                p.copy_(p.half().float())
-    model.update(force=True)
-    name = name or run_config["name"]
-    folder = Path(folder) if folder is not None else zoo.weights_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    rows, seconds = _run_log(run_dir)
-    losses = [r for r in rows if "loss" in r]
-    # A fine-tuned rate carries the training of the runs it started from (init_from, recursively).
-    lineage, total_steps, total_seconds = [], record["steps_trained"], seconds
-    source = record.get("init_from")
-    while source and Path(source).is_dir() and (Path(source) / "config.json").is_file():
-        source_rows, source_seconds = _run_log(Path(source))
-        source_steps = max((r["step"] for r in source_rows if "step" in r), default=0)
-        lineage.append(
-            {"run": str(source), "steps": source_steps, "train_seconds": round(source_seconds, 1)}
-        )
-        total_steps, total_seconds = total_steps + source_steps, total_seconds + source_seconds
-        source = json.loads((Path(source) / "config.json").read_text()).get("init_from")
-    card = {
-        **record,
-        "name": name,
-        "arch": record["architecture"],
-        "schedule_steps": record["steps"],
-        "steps": total_steps,
-        "steps_this_run": record["steps_trained"],
-        "lineage": lineage,
-        "params": sum(p.numel() for p in model.parameters()),
-        "data": record.get("train_data"),
-        "storage_dtype": "float16" if half else "float32",
-        "train_seconds": round(total_seconds, 1),
-        "source_run": str(run_dir),
-        "history": {
-            "val": [r for r in rows if r.get("kind") == "val"],
-            "loss": [
-                {k: r[k] for k in ("step", "loss", "bpp", "mse") if k in r}
-                for r in zoo.thin(losses)
-            ],
-        },
-    }
-    path = save_trained_codec(model, card, folder / f"{name}.safetensors", half=half)
-    shipped, _ = load_trained_codec(path)
-    if probe is None:
-        probe = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    if not roundtrip_is_exact(model, shipped, probe):
-        path.unlink()
-        raise WeightsUnavailable(
-            f"{path} does not decode bit-exactly after reloading; not published"
-        )
-    return zoo.register(name, "codec", path, card, folder=folder)

@@ -240,8 +240,8 @@ def calibrate_sigma(
     Every trial draws image j's noise from the j-th seed derived from `seed` (common random numbers). Returns sigma (float), or
     (sigma, [(sigma, ratio), ...]) with return_history=True.
     """
-    from percept.enhancer.pipeline import enhance
     from percept.core.samplers import per_image_generators
+    from percept.enhancer.pipeline import enhance
 
     projections = None
     if consistency:
@@ -323,8 +323,8 @@ def sigma_for_image(
 def calibration_images(n: int, size: int = 256) -> list[Tensor]:
     """The calibration set: the top-left size x size crops of the first n imagenet-sample val images
     with both sides >= size (never Kodak, which is for evaluation only)."""
-    from percept.hub.data import imagenet_sample_paths
     from percept.core.images import load_image
+    from percept.hub.data import imagenet_sample_paths
 
     paths = imagenet_sample_paths("val")
     if not paths:

@@ -18,10 +18,17 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from percept.errors import PerceptError
-from percept.enhancer.presets import PRECISIONS, PRESETS, Preset, check_preset, get_preset, native_bf16
 from percept.core.samplers import per_image_generators, randn_like
 from percept.core.schedules import halving_sigmas, karras_sigmas
+from percept.enhancer.presets import (
+    PRECISIONS,
+    PRESETS,
+    Preset,
+    check_preset,
+    get_preset,
+    native_bf16,
+)
+from percept.errors import PerceptError
 
 PAD_MULTIPLE = 32  # fully convolutional priors see a size their down/up-sampling can round-trip
 

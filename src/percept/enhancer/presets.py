@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from percept.errors import PerceptError
 from percept.core.schedules import SIGMA_MIN
+from percept.errors import PerceptError
 
 # How the network's arithmetic runs (`enhance(precision=...)`, `percept decode --precision`).
 PRECISIONS = ("fp32", "bf16")

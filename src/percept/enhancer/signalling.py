@@ -116,9 +116,9 @@ def signal_sigma(
     shows a bar over the bisection's trials (each one a full enhancement of the image).
     `consistency` (JPEG files): calibrate with the consistency projection, as `percept decode
     --consistency` runs it; the entry says so."""
-    from percept.enhancer.calibrate import TargetOutOfReach, sigma_for_image
     from percept.codecs import get_codec
     from percept.codecs.container import decode_file, pack
+    from percept.enhancer.calibrate import TargetOutOfReach, sigma_for_image
     from percept.enhancer.pipeline import enhance_image, load_enhancer_prior, operator_for_codec
     from percept.enhancer.presets import get_preset
 

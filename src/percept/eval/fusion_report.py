@@ -18,13 +18,13 @@ import torch
 
 from percept.codecs.compressai_codec import deserialize
 from percept.codecs.container import encode_image, unpack
+from percept.core.images import quantize
 from percept.eval.harness import output_images
+from percept.eval.results import load_results
 from percept.fusion.decode import base_codec_of, check_record
 from percept.fusion.latents import from_image, from_strings, synthesize
 from percept.fusion.module import LatentFusion
-from percept.core.images import quantize
 from percept.metrics import bd_metric, bd_rate, patch_kid, psnr, swd, swd_gain
-from percept.eval.results import load_results
 
 SWD_OPTIONS = {"seeds": (0, 1, 2, 3), "patches_per_image": 128}
 

@@ -24,12 +24,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from percept.enhancer.calibrate import model_sha256
 from percept.codecs.container import bpp, decode_file, encode_image
-from percept.hub.datasets import load_dataset
-from percept.errors import PerceptError
 from percept.core.images import load_image, quantize, save_png
 from percept.core.provenance import environment
+from percept.enhancer.calibrate import model_sha256
+from percept.errors import PerceptError
 from percept.eval.results import (
     DEEP_METRICS,
     SCHEMA,
@@ -39,6 +38,7 @@ from percept.eval.results import (
     save_results,
     set_metrics,
 )
+from percept.hub.datasets import load_dataset
 
 
 def parse_codecs(items: Sequence[str]) -> dict[str, list[int]]:
@@ -129,9 +129,9 @@ def _outputs(x_hat, t_dec, parsed, methods, models, config, image, codec, qualit
     runs on the consistency model. payload: the codec's bitstream (a consistent method projects
     into its JPEG cells; a fuse method decodes it again through the fusion module, timed whole)."""
     from percept.codecs.jpeg_consistency import projector_for
+    from percept.enhancer.interpolate import interpolate
     from percept.enhancer.pipeline import enhance_image
     from percept.fusion.decode import decode_payload
-    from percept.enhancer.interpolate import interpolate
 
     outs: dict[str, tuple[torch.Tensor, float]] = {}
     first_enhanced = next((m for m, p in zip(methods, parsed) if p[0] == "enhance"), None)

@@ -12,9 +12,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from percept.hub.data import SKIMAGE_PHOTOS, kodak_dir, kodak_paths, skimage_photo
-from percept.errors import PerceptError
 from percept.core.images import load_image
+from percept.errors import PerceptError
+from percept.hub.data import SKIMAGE_PHOTOS, kodak_dir, kodak_paths, skimage_photo
 
 
 def evaluation_images(images: int | Sequence[str]) -> tuple[dict[str, torch.Tensor], str]:

@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 
 from percept import metrics
-from percept.errors import PerceptError
 from percept.core.images import atomic_write_bytes
+from percept.errors import PerceptError
 from percept.metrics import bd_metric, bd_rate
 
 SCHEMA = "percept.eval.results/1"

@@ -18,8 +18,8 @@ import torch
 from tqdm import tqdm
 
 from percept.codecs.container import decode_file, encode_image
-from percept.enhancer.pipeline import enhance
 from percept.core.images import quantize
+from percept.enhancer.pipeline import enhance
 from percept.metrics import mse, psnr, swd, swd_gain
 
 
@@ -152,8 +152,8 @@ def signalled_sweep(
     Returns (per-image rows with each image's `sigma`, a two-row summary like `sigma_sweep`'s with
     `mode` "decode" and "signalled"; the signalled row's bpp counts the header entry, its `sigma`
     is the median over images)."""
-    from percept.codecs.jpeg_consistency import projector_for
     from percept.codecs.container import bpp
+    from percept.codecs.jpeg_consistency import projector_for
     from percept.enhancer.pipeline import enhance_image
     from percept.enhancer.signalling import signal_sigma, signalled_entry
 

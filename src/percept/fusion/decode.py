@@ -12,10 +12,10 @@ from torch import Tensor
 
 from percept.codecs.compressai_codec import CompressAICodec, deserialize
 from percept.codecs.container import Record, unpack
+from percept.core.images import quantize
 from percept.errors import CodecError, PerceptError
 from percept.fusion.latents import from_strings
 from percept.fusion.module import LatentFusion, check_tau
-from percept.core.images import quantize
 
 # Shipped modules as data: codec -> quality -> zoo name (one module per rate).
 FUSION_MODULES: dict[str, dict[int, str]] = {

@@ -27,10 +27,6 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from percept.hub import zoo
-from percept.errors import PerceptError, WeightsUnavailable
-from percept.fusion.latents import DecodedLatents, check_hyperprior, from_image, synthesize
-from percept.fusion.network import LatentDenoiser, LatentFusionNet
 from percept.core.samplers import (
     Generators,
     per_image_generators,
@@ -39,6 +35,10 @@ from percept.core.samplers import (
     sample_euler_ancestral,
 )
 from percept.core.schedules import karras_sigmas
+from percept.errors import PerceptError, WeightsUnavailable
+from percept.fusion.latents import DecodedLatents, check_hyperprior, from_image, synthesize
+from percept.fusion.network import LatentDenoiser, LatentFusionNet
+from percept.hub import zoo
 
 DESIGNS = ("blend", "start", "both")
 

@@ -31,6 +31,8 @@ from typing import NamedTuple
 import torch
 from PIL import Image
 
+from percept.core.images import atomic_write_bytes, load_image, pil_to_tensor, tensor_to_pil
+from percept.errors import PerceptError
 from percept.hub.data import (
     KODAK_NAMES,
     SKIMAGE_PHOTOS,
@@ -38,8 +40,6 @@ from percept.hub.data import (
     kodak_dir,
     skimage_photo,
 )
-from percept.errors import PerceptError
-from percept.core.images import atomic_write_bytes, load_image, pil_to_tensor, tensor_to_pil
 
 KODAK_URL = "https://r0k.us/graphics/kodak/kodak/{name}"
 # SHA-256 of the 24 PNGs as distributed (computed from the project's reference copy).

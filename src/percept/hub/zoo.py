@@ -16,9 +16,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from percept.errors import PerceptError, WeightsUnavailable
+from percept.hub import runs
+from percept.models.build import build_denoiser
+from percept.models.lowrank import merge_delta
 
 KINDS = ("prior", "cm", "codec", "fusion")
 
@@ -41,8 +45,6 @@ def sidecar_path(path: Path) -> Path:
 
 def save_weights(state_dict: dict[str, Tensor], card: dict[str, Any], out_path: Path) -> Path:
     """Write `state_dict` as safetensors and `card` (plus the file's sha256) as its JSON sidecar."""
-    from safetensors.torch import save_file
-
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
@@ -134,46 +136,6 @@ def weights_path(name: str, *, registry: Path | None = None) -> Path:
     return resolve(name, registry)[0]
 
 
-def publish_run(
-    run_dir: Path | str,
-    name: str,
-    kind: str = "prior",
-    *,
-    folder: Path | None = None,
-    half: bool = True,
-) -> dict:
-    """Export a training run's EMA weights and record them in the zoo (prior and cm runs).
-
-    With `half` the shipped file stores float16 (half the size, so the package stays small); the
-    loader copies them into float32 parameters. The card records the storage dtype; its commands
-    and history (`percept.training.runtime.lineage`) reach back through --init-from starts."""
-    run_dir = Path(run_dir)
-    with tempfile.TemporaryDirectory() as tmp:
-        exported = export_run(run_dir, Path(tmp) / "model.safetensors")
-        card = json.loads(sidecar_path(exported).read_text())
-        card.pop("sha256")
-        from safetensors.torch import load_file
-
-        state = load_file(exported)
-    if half:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    card["storage_dtype"] = "float16" if half else "float32"
-    card["source_run"] = str(run_dir)
-    return publish(name, kind, state, card, folder=folder)
-
-
-def export_run(run_dir: Path, out_path: Path) -> Path:
-    """Dispatch to the exporter of the run's kind (prior or consistency distillation)."""
-    from percept.training import runtime
-
-    ck_cfg = runtime.load_checkpoint(run_dir)["config"]
-    if "teacher" in ck_cfg:
-        from percept.training.distill import export_model
-    else:
-        from percept.training.prior import export_model
-    return export_model(run_dir, out_path)
-
-
 def resolve(name_or_path: str | os.PathLike, registry: Path | None = None) -> tuple[Path, dict]:
     """(safetensors path, card) for a zoo name or a path; checks the recorded sha256."""
     path = Path(name_or_path)
@@ -203,7 +165,7 @@ def resolve(name_or_path: str | os.PathLike, registry: Path | None = None) -> tu
     if expected != actual:
         raise PerceptError(
             f"{path} is corrupt or was replaced: sha256 {actual[:12]}... does not match the recorded "
-            f"{str(expected)[:12]}...; re-export it from its run with percept.hub.zoo.publish_run (or reinstall percept)"
+            f"{str(expected)[:12]}...; re-publish it from its run with `percept publish RUN_DIR NAME` (or reinstall percept)"
         )
     return path, card
 
@@ -223,99 +185,32 @@ def recorded_sha256(name_or_path: str | os.PathLike, registry: Path | None = Non
 
 def load_weights_and_card(name_or_path: str | os.PathLike, *, registry: Path | None = None):
     """(state dict, card) of a zoo name or an exported .safetensors, after the sha256 check."""
-    from safetensors.torch import load_file
-
     file, card = resolve(name_or_path, registry)
     return load_file(file), card
 
 
 def load_denoiser(name_or_path: str | os.PathLike, *, registry: Path | None = None) -> nn.Module:
     """A Denoiser (eval mode, CPU) from a zoo name, a .safetensors path, or a training run directory."""
-
-    from percept.models import ConsistencyDenoiser, EDMDenoiser, UNet, UNetConfig
-
-    path = Path(name_or_path)
-    if path.is_dir():
-        from percept.training import runtime
-
-        if "teacher" in runtime.load_checkpoint(path)["config"]:
-            from percept.training.distill import load_run_denoiser
-        else:
-            from percept.training.prior import load_run_denoiser
-        return load_run_denoiser(path)
+    if runs.is_run_dir(name_or_path):
+        return runs.load_run_denoiser(name_or_path)
     state, card = load_weights_and_card(name_or_path, registry=registry)
     if card.get("base"):  # a low-rank patch on a published prior (percept.models.lowrank)
         state = _apply_to_base(state, card, registry)
-    net = UNet(UNetConfig.from_dict(card["unet"]))
-    net.load_state_dict(state)
-    if card["kind"] == "prior":
-        model: nn.Module = EDMDenoiser(net, card.get("sigma_data", 0.5))
-    elif card["kind"] == "cm":
-        model = ConsistencyDenoiser(
-            net,
-            sigma_min=card["sigma_min"],
-            sigma_data=card.get("sigma_data", 0.5),
-            sigma_max=card.get("sigma_max"),
-        )
-    else:
-        raise PerceptError(f"{name_or_path} is a {card['kind']!r} model, not a denoiser")
+    model = build_denoiser(
+        card["kind"],
+        card["unet"],
+        sigma_data=card.get("sigma_data", 0.5),
+        sigma_min=card.get("sigma_min"),
+        sigma_max=card.get("sigma_max"),
+    )
+    model.net.load_state_dict(state)
     return model.eval().requires_grad_(False)
-
-
-def main(argv: list[str]) -> int:
-    """`percept publish RUN_DIR [NAME]`: ship a training run's weights into the zoo (zoo.json)."""
-    import argparse
-
-    p = argparse.ArgumentParser(
-        prog="percept publish",
-        description="Ship a training run into the package's zoo: weights as safetensors (float16 "
-        "unless --float32), their sha256 and a model card in zoo.json.",
-    )
-    p.add_argument(
-        "run_dir", type=Path, help="a `percept train prior|distill|codec|fusion` run directory"
-    )
-    p.add_argument(
-        "name",
-        nargs="?",
-        help="zoo name (priors and consistency models; codecs and fusion modules: their config name)",
-    )
-    p.add_argument("--folder", type=Path, default=None, help="zoo folder (default: the package's)")
-    p.add_argument("--float32", action="store_true", help="store float32 instead of float16")
-    args = p.parse_args(argv[1:])
-    config = args.run_dir / "config.json"
-    if not config.is_file():
-        raise PerceptError(f"{args.run_dir} is not a training run directory (no config.json)")
-    if "architecture" in json.loads(config.read_text()):
-        from percept.codecs.project import publish_codec
-
-        entry = publish_codec(args.run_dir, args.name, folder=args.folder, half=not args.float32)
-    elif "aux_run" in json.loads(config.read_text()):
-        from percept.training.fusion import publish_fusion
-
-        entry = publish_fusion(args.run_dir, args.name, folder=args.folder, half=not args.float32)
-    else:
-        if not args.name:
-            raise PerceptError("give the zoo name to publish under, e.g. percept-prior-s")
-        from percept.training import runtime
-
-        kind = "cm" if "teacher" in runtime.load_checkpoint(args.run_dir)["config"] else "prior"
-        entry = publish_run(
-            args.run_dir, args.name, kind, folder=args.folder, half=not args.float32
-        )
-    card = entry["card"]
-    print(f"published {card['name']}: {entry['file']} "
-          f"({entry['kind']}, {card.get('steps')} steps, sha256 {entry['sha256'][:12]}...)")  # fmt: skip
-    return 0
 
 
 def _apply_to_base(
     delta: dict[str, Tensor], card: dict, registry: Path | None
 ) -> dict[str, Tensor]:
     """The full weights of a model stored as a low-rank patch on the base model its card names."""
-    from safetensors.torch import load_file
-
-    from percept.models.lowrank import merge_delta
-
     base_file, base_card = resolve(card["base"], registry)  # checks the base file's own hash
     if base_card.get("sha256") != card["base_sha256"]:
         raise PerceptError(

@@ -28,8 +28,8 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from percept.hub.data import imagenet_sample_paths
 from percept.errors import PerceptError
+from percept.hub.data import imagenet_sample_paths
 
 PACK_ENV = "PERCEPT_CROPS"
 

@@ -26,8 +26,10 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from percept.errors import PerceptError
+from percept.hub import runs
+from percept.hub.runs import student_skeleton
 from percept.models import ConsistencyDenoiser, UNet, UNetConfig, count_parameters
-from percept.models.lowrank import add_low_rank, delta_state, load_delta, merge_in_place
+from percept.models.lowrank import add_low_rank, delta_state, load_delta
 from percept.training import runtime
 from percept.training.crops import center_crops, load_split, random_crops
 from percept.training.prior import REWARM_STEPS, validate
@@ -98,17 +100,6 @@ def _student_from_teacher(teacher: nn.Module, cfg: DistillConfig) -> Consistency
     return ConsistencyDenoiser(net, cfg.sigma_min, sigma_max=cfg.sigma_max)
 
 
-def _student_skeleton(ck: dict) -> ConsistencyDenoiser:
-    """An untrained student shaped like the checkpoint's (low-rank parametrizations included)."""
-    net = UNet(UNetConfig.from_dict(ck["unet"]))
-    rank = ck["config"].get("lowrank_rank")
-    if rank is not None:
-        add_low_rank(net, rank)
-    return ConsistencyDenoiser(
-        net, ck["config"]["sigma_min"], sigma_max=ck["config"].get("sigma_max")
-    )
-
-
 def _warm_start(
     student: ConsistencyDenoiser, init_from: str, cfg: DistillConfig, run_dir: Path
 ) -> dict:
@@ -119,7 +110,7 @@ def _warm_start(
     new run, the big weights are the teacher's. This is how a patch is re-distilled after its prior
     was republished, in far fewer steps than from scratch. The source's card is kept as
     `inherited_card.json`, so the published card's history and commands start at step 0
-    (`percept.hub.zoo.publish_run` merges it, as for a prior run started with --init-from)."""
+    (`percept.training.publish.publish_run` merges it, as for a prior run started with --init-from)."""
     from safetensors.torch import load_file
 
     from percept.hub.zoo import resolve
@@ -211,7 +202,7 @@ def train_distill(
     gen = torch.Generator().manual_seed(cfg.seed)
     step, offset = 0, 0.0
     if resume:
-        ck = runtime.load_checkpoint(run_dir)
+        ck = runs.read_checkpoint(run_dir)
         changed = runtime.config_changes(ck["config"], cfg.to_dict())
         if changed:
             raise PerceptError(
@@ -327,7 +318,7 @@ def export_model(run_dir: Path | str, out_path: Path | str) -> Path:
     from percept.hub.zoo import save_weights
 
     run_dir = Path(run_dir)
-    ck = runtime.load_checkpoint(run_dir)
+    ck = runs.read_checkpoint(run_dir)
     cfg = ck["config"]
     card = {
         "kind": "cm", "arch": "unet-consistency", "unet": ck["unet"], "sigma_min": cfg["sigma_min"],
@@ -345,7 +336,7 @@ def export_model(run_dir: Path | str, out_path: Path | str) -> Path:
     if cfg.get("lowrank_rank") is None:
         state = {k.removeprefix("net."): v for k, v in ck["ema"].items()}
     else:
-        student = _student_skeleton(ck)
+        student = student_skeleton(ck)
         student.load_state_dict(ck["ema"])
         state = delta_state(student.net)
         card.update(
@@ -353,15 +344,6 @@ def export_model(run_dir: Path | str, out_path: Path | str) -> Path:
             lowrank_rank=cfg["lowrank_rank"], stored_params=sum(v.numel() for v in state.values()),
         )  # fmt: skip
     return save_weights(state, card, Path(out_path))
-
-
-def load_run_denoiser(run_dir: Path | str) -> ConsistencyDenoiser:
-    """The EMA consistency model of a distillation run's latest checkpoint (eval mode, CPU)."""
-    ck = runtime.load_checkpoint(Path(run_dir))
-    model = _student_skeleton(ck)
-    model.load_state_dict(ck["ema"])
-    merge_in_place(model.net)
-    return model.eval().requires_grad_(False)
 
 
 def main(argv: list[str]) -> int:

@@ -26,8 +26,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from percept.hub import zoo
 from percept.codecs.project import load_trained_codec, project_codec_path
+from percept.core.provenance import environment
 from percept.errors import PerceptError
 from percept.fusion.aux_encoder import (
     PatchDiscriminator,
@@ -44,7 +44,7 @@ from percept.fusion.aux_encoder import (
 from percept.fusion.latents import from_image, synthesize
 from percept.fusion.module import FusionSampling, LatentFusion, read_fusion, save_fusion
 from percept.fusion.network import EDMLoss, LatentDenoiser, LatentFusionNet
-from percept.core.provenance import environment
+from percept.hub import runs, zoo
 from percept.training import runtime
 from percept.training.codec import center_crops, random_crops
 from percept.training.crops import load_split
@@ -164,7 +164,7 @@ class _Session:
 def _start(out: Path, cfg, resume: bool) -> dict | None:
     """The checkpoint to resume from (config checked), or None after writing config.json."""
     if resume and (out / runtime.CHECKPOINT).exists():
-        state = runtime.load_checkpoint(out)
+        state = runs.read_checkpoint(out)
         diff = runtime.config_changes(state["config"], dataclasses.asdict(cfg))
         # Both stages keep a constant learning rate after warm-up, so a longer schedule is the
         # same run continued: `steps` may grow (never below the steps already done).
@@ -298,7 +298,7 @@ def load_aux_encoder(source: str | Path, model: torch.nn.Module) -> torch.nn.Mod
     path = Path(source)
     if path.is_dir():
         if (path / runtime.CHECKPOINT).exists():
-            state = runtime.load_checkpoint(path)["aux"]
+            state = runs.read_checkpoint(path)["aux"]
         elif (path / AUX_FILE).is_file():
             path = path / AUX_FILE
         else:
@@ -481,9 +481,9 @@ def publish_fusion(run_dir, name: str | None = None, *, folder=None, half: bool 
     state, record = read_fusion(run_dir)
     cfg = record["config"]
     name = name or cfg["name"]
-    rows = runtime.read_log(run_dir)
+    rows = runs.read_log(run_dir)
     aux_dir = Path(cfg["aux_run"])
-    aux_rows = runtime.read_log(aux_dir) if aux_dir.is_dir() else []
+    aux_rows = runs.read_log(aux_dir) if aux_dir.is_dir() else []
     denoiser = LatentDenoiser(LatentFusionNet(**record["net"]))
     denoiser.load_state_dict(state)
     card = {

@@ -26,7 +26,9 @@ from torch import Tensor
 from tqdm import tqdm
 
 from percept.errors import PerceptError
-from percept.models import EDMDenoiser, UNet, UNetConfig, count_parameters
+from percept.hub import runs
+from percept.models import EDMDenoiser, count_parameters
+from percept.models.build import build_denoiser
 from percept.models.edm import edm_scalings
 from percept.training import runtime
 from percept.training.crops import center_crops, load_split, random_crops
@@ -69,10 +71,6 @@ class PriorTrainConfig:
 
     def to_dict(self) -> dict:
         return runtime.config_to_dict(self)
-
-
-def build_denoiser(unet: dict) -> EDMDenoiser:
-    return EDMDenoiser(UNet(UNetConfig.from_dict(unet)))
 
 
 def edm_loss(denoiser: EDMDenoiser, x0: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
@@ -147,13 +145,13 @@ def train_prior(
     lock = runtime.lock_run(run_dir)  # noqa: F841 - released when this function returns
 
     torch.manual_seed(cfg.seed)
-    model = build_denoiser(cfg.unet).to(dev)
+    model = build_denoiser("prior", cfg.unet).to(dev)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-8)
     gen = torch.Generator().manual_seed(cfg.seed)
     step, offset = 0, 0.0
     if resume:
-        ck = runtime.load_checkpoint(run_dir)
+        ck = runs.read_checkpoint(run_dir)
         changed = runtime.config_changes(ck["config"], cfg.to_dict())
         if changed:
             raise PerceptError(
@@ -265,7 +263,7 @@ def _load_published(
 ) -> tuple[int, float]:
     """Load exported EMA weights into `model` and `ema`; returns (steps, train_seconds) of their card.
     Their card is kept as `inherited_card.json` in the run, so the published card's history and
-    commands start at step 0 (`percept.hub.zoo.publish_run` merges it)."""
+    commands start at step 0 (`percept.training.publish.publish_run` merges it)."""
     from percept.hub.zoo import load_weights_and_card
 
     state, card = load_weights_and_card(source)
@@ -285,7 +283,7 @@ def export_model(run_dir: Path | str, out_path: Path | str) -> Path:
     from percept.hub.zoo import save_weights
 
     run_dir = Path(run_dir)
-    ck = runtime.load_checkpoint(run_dir)
+    ck = runs.read_checkpoint(run_dir)
     cfg = ck["config"]
     card = {
         "kind": "prior",
@@ -303,11 +301,3 @@ def export_model(run_dir: Path | str, out_path: Path | str) -> Path:
     state = {k.removeprefix("net."): v for k, v in ck["ema"].items()}
     card["params"] = sum(v.numel() for v in state.values() if v.is_floating_point())
     return save_weights(state, card, Path(out_path))
-
-
-def load_run_denoiser(run_dir: Path | str) -> EDMDenoiser:
-    """The EMA denoiser of a run's latest checkpoint (eval mode, on CPU)."""
-    ck = runtime.load_checkpoint(Path(run_dir))
-    model = build_denoiser(ck["config"]["unet"])
-    model.load_state_dict(ck["ema"])
-    return model.eval().requires_grad_(False)

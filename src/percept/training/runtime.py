@@ -22,9 +22,7 @@ import torch
 from torch import nn
 
 from percept.errors import PerceptError
-
-CHECKPOINT = "checkpoint.pt"
-LOG = "log.jsonl"
+from percept.hub.runs import CHECKPOINT, LOG, read_log
 
 
 def packaged_config_names(prefix: str) -> list[str]:
@@ -53,7 +51,7 @@ def read_config(name_or_path: str, prefix: str) -> dict:
 
 
 # A run started from published weights keeps their card here (history and commands before step 0
-# of this run); `percept.hub.zoo.publish_run` merges it into the new card.
+# of this run); `percept.training.publish.publish_run` merges it into the new card.
 INHERITED_CARD = "inherited_card.json"
 
 
@@ -82,25 +80,9 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, run_dir / CHECKPOINT)
 
 
-def load_checkpoint(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / CHECKPOINT
-    if not path.is_file():
-        raise PerceptError(
-            f"{run_dir} holds no {CHECKPOINT}: start a run there first (without --resume)"
-        )
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def append_log(run_dir: Path, record: dict[str, Any]) -> None:
     with open(run_dir / LOG, "a") as f:
         f.write(json.dumps(record) + "\n")
-
-
-def read_log(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / LOG
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def bf16_for(requested: bool, device, run_dir: Path | None = None, step: int = 0) -> bool:
