@@ -1,4 +1,4 @@
-"""The codec contract of DESIGN.md: real bitstreams only."""
+"""The codec contract every registered codec meets: real bitstreams only (no estimated rates)."""
 
 from __future__ import annotations
 
