@@ -27,7 +27,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import torch
@@ -162,14 +161,60 @@ def inception_network(
     path = weights_path(FID_INCEPTION, weights, download=download)
     key = ("inception", str(path), str(device))
     if key not in _CACHE:
-        from pytorch_fid import inception as fid_inception
-
         state = torch.load(path, map_location="cpu", weights_only=True)
-        # pytorch-fid only knows its URL; hand it the verified local state dict instead.
-        with mock.patch.object(fid_inception, "load_state_dict_from_url", lambda *a, **k: state):
-            net = fid_inception.InceptionV3([fid_inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
-        _CACHE[key] = net.eval().to(device)
+        _CACHE[key] = FIDInceptionPool(state).eval().to(device)
     return _CACHE[key]
+
+
+class FIDInceptionPool(torch.nn.Module):
+    """pytorch-fid's ``InceptionV3([3])`` (the 2048-d pool features), built from a given state dict.
+
+    pytorch-fid's own constructor always fetches its weights by URL (``fid_inception_v3`` calls torch
+    hub's ``load_state_dict_from_url``), so it cannot be handed the checked local file. This builds
+    the same network from pytorch-fid's pieces, as ``fid_inception_v3`` does (torchvision's
+    InceptionV3 with the FID variants of the Mixed blocks), loads ``state`` strictly, and groups the
+    layers into the same four blocks; ``forward`` is ``InceptionV3.forward`` with pytorch-fid's
+    defaults: bilinear resize to 299x299, scale [0,1] -> [-1,1], then the blocks. Returns a
+    one-element list like pytorch-fid.
+    """
+
+    def __init__(self, state: dict[str, torch.Tensor]):
+        super().__init__()
+        from pytorch_fid import inception as fid
+
+        net = fid._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+        net.Mixed_5b = fid.FIDInceptionA(192, pool_features=32)
+        net.Mixed_5c = fid.FIDInceptionA(256, pool_features=64)
+        net.Mixed_5d = fid.FIDInceptionA(288, pool_features=64)
+        net.Mixed_6b = fid.FIDInceptionC(768, channels_7x7=128)
+        net.Mixed_6c = fid.FIDInceptionC(768, channels_7x7=160)
+        net.Mixed_6d = fid.FIDInceptionC(768, channels_7x7=160)
+        net.Mixed_6e = fid.FIDInceptionC(768, channels_7x7=192)
+        net.Mixed_7b = fid.FIDInceptionE_1(1280)
+        net.Mixed_7c = fid.FIDInceptionE_2(2048)
+        net.load_state_dict(state)
+        pool = torch.nn.MaxPool2d(kernel_size=3, stride=2)
+        mixed_5_6 = ("5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e")
+        self.blocks = torch.nn.ModuleList(
+            [
+                torch.nn.Sequential(net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, pool),
+                torch.nn.Sequential(net.Conv2d_3b_1x1, net.Conv2d_4a_3x3, pool),
+                torch.nn.Sequential(*[getattr(net, f"Mixed_{m}") for m in mixed_5_6]),
+                torch.nn.Sequential(
+                    net.Mixed_7a, net.Mixed_7b, net.Mixed_7c, torch.nn.AdaptiveAvgPool2d((1, 1))
+                ),
+            ]
+        )
+        self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = torch.nn.functional.interpolate(
+            x, size=(299, 299), mode="bilinear", align_corners=False
+        )
+        x = 2 * x - 1
+        for block in self.blocks:
+            x = block(x)
+        return [x]
 
 
 def fid256_patches(image: torch.Tensor, patch_size: int = 256) -> torch.Tensor:
