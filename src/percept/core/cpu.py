@@ -8,10 +8,10 @@ threshold is handed back at once. PyTorch has no caching allocator on CPU, so a 
 these page faults again and again. Raising both thresholds makes large blocks come from, and go back
 to, the heap, so the next forward pass reuses memory that is already mapped.
 
-Measured on a 2-core AMD EPYC, fast preset, one 768x512 Kodak image: 1.12-1.35x faster in three
-runs of `benchmarks/fast_decode.py --allocator both` (the two settings alternate in one process), and
-2.01 s against 3.49 s (best of four, after a warm-up) when each setting had a process of its own.
-The outputs are identical. The cost: the process keeps its peak heap size until it exits.
+It matters for whole images, whose feature maps are far above both thresholds;
+`benchmarks/fast_decode.py --allocator both` measures the gain on the machine at hand (the two
+settings alternate in one process). The outputs are identical. The cost: the process keeps its
+peak heap size until it exits.
 
 `percept` commands turn this on (`percept.cli`); library users call `reuse_freed_memory()` once, or
 not at all. `PERCEPT_CPU_ALLOCATOR=system` leaves glibc's settings alone, also in the commands.

@@ -68,7 +68,7 @@ def ssimulacra2(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     the way people do; unlike LPIPS it needs no network weights. It is still a fidelity metric: a
     realistic but different texture scores worse than a blur of similar error, so it does not replace a
     distribution-level realism metric (FID, SWD). Computed with the PyPI package ``ssimulacra2``
-    (pure numpy/scipy port; about 0.4 s for a 768x512 image on one core).
+    (a pure numpy/scipy port, much slower than PSNR).
     """
     try:
         from ssimulacra2 import compute_ssimulacra2
