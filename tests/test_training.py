@@ -15,7 +15,7 @@ from percept.errors import PerceptError
 from percept.hub import runs
 from percept.models import ConsistencyDenoiser
 from percept.training import runtime
-from percept.training.distill import DistillConfig, karras_sigmas, train_distill
+from percept.training.distill import DistillConfig, scales, train_distill
 from percept.training.prior import PriorTrainConfig, train_prior
 
 TINY_UNET = {"channels": [8, 16], "blocks": [1, 1], "mid_blocks": 1, "emb_dim": 16, "groups": 4}
@@ -109,10 +109,20 @@ def test_cli_trains_and_exports(tmp_path):
         train_main(["train", "prior", "--config", "no-such-config", "--out", str(tmp_path / "x")])
 
 
-def test_karras_sigmas_ascending_with_endpoints():
-    s = karras_sigmas(10, 0.002, 2.0, 7.0)
+def test_distillation_scales_ascending_with_endpoints():
+    s = scales(DistillConfig(name="x", num_scales=10))
     assert s[0].item() == pytest.approx(0.002) and s[-1].item() == pytest.approx(2.0)
     assert (s[1:] > s[:-1]).all()
+
+
+@pytest.mark.parametrize("config", runtime.packaged_config_names("cm-"))
+def test_distillation_scales_are_those_of_the_former_own_schedule(config):
+    """distill.py had its own ascending karras_sigmas; it now takes core.schedules' (reversed,
+    without the final 0): the sigmas of every packaged config stay bit-identical."""
+    cfg = DistillConfig.from_dict(runtime.read_config(config, "cm-"))
+    ramp = torch.linspace(0, 1, cfg.num_scales, dtype=torch.float64)
+    lo, hi = cfg.sigma_min ** (1 / cfg.rho), cfg.sigma_max ** (1 / cfg.rho)
+    assert torch.equal(scales(cfg), ((lo + ramp * (hi - lo)) ** cfg.rho).float())
 
 
 def test_tiny_distillation_runs_and_keeps_boundary(tmp_path):

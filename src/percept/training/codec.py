@@ -18,20 +18,15 @@ after reloading.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import os
-import signal
-import threading
-import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from percept.codecs.project import (
     build_model,
@@ -40,8 +35,10 @@ from percept.codecs.project import (
     roundtrip_is_exact,
     save_trained_codec,
 )
+from percept.core.provenance import environment
 from percept.errors import PerceptError
-from percept.training import runtime
+from percept.hub import runs
+from percept.training import loop, runtime
 from percept.training.crops import load_split
 
 
@@ -192,7 +189,7 @@ def _initial_weights(source: str, cfg: CodecTrainConfig) -> dict[str, torch.Tens
             )
         path = exported
     if path.is_dir():
-        state = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
+        state = runs.read_checkpoint(path)
         arch, n, m, weights = (
             state["config"]["architecture"],
             state["config"]["N"],
@@ -217,19 +214,73 @@ def _data_fingerprint(images: list[torch.Tensor]) -> str:
     return runtime.tensor_digest((tuple(img.shape), img) for img in images)
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+class RateDistortionLoss:
+    """`rd_loss` of the codec's forward pass: lambda * 255^2 * MSE + bpp; logs mse and bpp too."""
+
+    def __init__(self, lmbda: float) -> None:
+        self.lmbda = lmbda
+
+    def __call__(self, model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        losses = rd_loss(model(x), x, self.lmbda)
+        return losses["loss"], {"mse": losses["mse"], "bpp": losses["bpp"]}
 
 
-def _truncate_log(log_path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from, so the log has no duplicates."""
-    if log_path.is_file():
-        lines = [
-            ln for ln in log_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step
-        ]
-        log_path.write_text("".join(ln + "\n" for ln in lines))
+class CodecTask(loop.Task):
+    """The codec as a `loop.Task`: random crops, `RateDistortionLoss`, then the entropy
+    bottleneck's aux loss with its own optimizer; held-out PSNR and bpp from real bitstreams."""
+
+    def __init__(self, cfg: CodecTrainConfig, device: str, train_images, val_set) -> None:
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.architecture, cfg.N, cfg.M).to(device).train()
+        net_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+        aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+        schedule = loop.Schedule(
+            steps=cfg.steps, seed=cfg.seed, log_every=cfg.log_every, val_every=cfg.val_every,
+            grad_clip=cfg.clip_max_norm, checkpoint_every=cfg.checkpoint_every,
+        )  # fmt: skip
+        super().__init__(
+            kind="codec", name=cfg.name, config=dataclasses.asdict(cfg), schedule=schedule,
+            model=model, optimizer=torch.optim.Adam(net_params, lr=cfg.lr), params=net_params,
+            optimizers={"aux": torch.optim.Adam(aux_params, lr=cfg.aux_lr)},
+        )  # fmt: skip
+        self.cfg, self.device, self.images, self.val_set = cfg, device, train_images, val_set
+        self.fingerprint = _data_fingerprint(train_images)
+        self.loss_fn = RateDistortionLoss(cfg.lmbda)
+
+    def restore(self, checkpoint):
+        if checkpoint["extra"]["data"] != self.fingerprint:
+            raise PerceptError(
+                "--resume with different training images than the run started with (another"
+                " PERCEPT_DATA, a PERCEPT_CROPS pack instead of the photos, or another limit)"
+            )
+
+    def fresh_start(self, generator):
+        if self.cfg.init_from:
+            self.model.load_state_dict(_initial_weights(self.cfg.init_from, self.cfg))
+        return 0, 0.0
+
+    def extra(self):
+        return {"data": self.fingerprint}
+
+    def lr(self, step):
+        return lr_at(self.cfg, step)
+
+    def batch(self, generator):
+        cfg = self.cfg
+        return random_crops(self.images, cfg.crop, cfg.batch_size, generator).to(self.device)
+
+    def loss(self, batch, generator, step):
+        self.optimizers["aux"].zero_grad(set_to_none=True)
+        return self.loss_fn(self.model, batch)
+
+    def after_step(self, batch, generator, step):
+        aux = self.model.aux_loss()
+        aux.backward()
+        self.optimizers["aux"].step()
+        return {"aux": aux}
+
+    def heldout(self):
+        return heldout_rd(self.model, self.val_set)
 
 
 def train_codec(
@@ -242,28 +293,19 @@ def train_codec(
     threads: int | None = None,
     device: str = "cpu",
     export: bool = False,
+    progress: bool = True,
 ) -> dict:
-    """Train (or continue) one codec run; returns a summary dict.
+    """Train (or continue) one codec run with `loop.train`; returns a summary dict.
 
     `max_steps` stops this session at that global step (the lr schedule still spans `config.steps`);
     `max_minutes` stops after that wall time; SIGTERM stops after the current step. Every stop
     writes a checkpoint, so `resume=True` continues exactly where it stopped. The codec file is
     exported when the schedule completes, or at any stop when `export=True`.
     """
-    from percept.core.provenance import environment
-
     cfg = load_config(config)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    lock = runtime.lock_run(out)  # noqa: F841 - released when this function returns
-    ckpt_path, log_path = out / "checkpoint.pt", out / "log.jsonl"
-    if ckpt_path.exists() and not resume:
-        raise PerceptError(
-            f"{out} already holds a run: pass --resume to continue it, or choose a new --out"
-        )
     if threads:
         torch.set_num_threads(threads)
-
+    run = loop.Run(out_dir, resume=resume, device=device)
     train_images = load_split("train", cfg.train_images, min_side=cfg.crop)
     val_images = load_split("val", cfg.val_images, min_side=cfg.val_crop)
     if not train_images or not val_images:
@@ -271,157 +313,27 @@ def train_codec(
             f"no imagenet-sample image is at least {cfg.crop} px (train) / {cfg.val_crop} px (val)"
         )
     val_set = center_crops(val_images, cfg.val_crop)
-
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.architecture, cfg.N, cfg.M).to(device).train()
-    net_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
-    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
-    opt = torch.optim.Adam(net_params, lr=cfg.lr)
-    aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    fingerprint, step, last_val = _data_fingerprint(train_images), 0, None
-
-    if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        diff = runtime.config_changes(state["config"], dataclasses.asdict(cfg))
-        if diff:
-            raise PerceptError(
-                f"--resume with a different config (keys {diff}): use the run's own config"
-            )
-        if state["data"] != fingerprint:
-            raise PerceptError(
-                "--resume with different training images than the run started with (another"
-                " PERCEPT_DATA, a PERCEPT_CROPS pack instead of the photos, or another limit)"
-            )
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        aux_opt.load_state_dict(state["aux_opt"])
-        gen.set_state(state["gen"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.startswith("cuda") and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"])
-        step, last_val = state["step"], state["last_val"] or None
-        _truncate_log(log_path, step)
-    else:
-        if cfg.init_from:
-            model.load_state_dict(_initial_weights(cfg.init_from, cfg))
-        # The run's own config, so that `--config RUN/config.json --resume` continues it exactly.
-        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-
-    def checkpoint() -> None:
-        state = {
-            "config": dataclasses.asdict(cfg), "data": fingerprint, "step": step, "last_val": last_val or {},
-            "model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
-            "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
-        }  # fmt: skip
-        if device.startswith("cuda"):
-            state["cuda_rng"] = torch.cuda.get_rng_state()
-        _save_checkpoint(ckpt_path, state)
-
-    stop_at = min(cfg.steps, max_steps) if max_steps is not None else cfg.steps
-    deadline = time.monotonic() + 60 * max_minutes if max_minutes is not None else math.inf
-    stop = threading.Event()
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if in_main else None
-    t0 = time.monotonic()
-    start_step = step
-    try:
-        with log_path.open("a") as log, tqdm(total=stop_at, initial=step, desc=cfg.name) as bar:
-            while step < stop_at and not stop.is_set() and time.monotonic() < deadline:
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(cfg, step)
-                x = random_crops(train_images, cfg.crop, cfg.batch_size, gen).to(device)
-                opt.zero_grad(set_to_none=True)
-                aux_opt.zero_grad(set_to_none=True)
-                losses = rd_loss(model(x), x, cfg.lmbda)
-                losses["loss"].backward()
-                torch.nn.utils.clip_grad_norm_(net_params, cfg.clip_max_norm)
-                opt.step()
-                aux = model.aux_loss()
-                aux.backward()
-                aux_opt.step()
-                step += 1
-                bar.update(1)
-                if step % cfg.log_every == 0 or step == stop_at:
-                    row = {k: round(v.item(), 6) for k, v in losses.items()}
-                    row.update(step=step, aux=round(aux.item(), 4), lr=lr_at(cfg, step - 1))
-                    row["elapsed_s"] = round(time.monotonic() - t0, 2)
-                    log.write(json.dumps(row) + "\n")
-                    bar.set_postfix(loss=f"{row['loss']:.3f}", bpp=f"{row['bpp']:.3f}")
-                if step % cfg.val_every == 0 or step == cfg.steps:
-                    last_val = {"step": step, **heldout_rd(model, val_set)}
-                    log.write(json.dumps({"kind": "val", **last_val}) + "\n")
-                    tqdm.write(
-                        f"{cfg.name} step {step}: held-out PSNR {last_val['psnr']:.2f} dB, {last_val['bpp']:.4f} bpp"
-                    )
-                if step % cfg.checkpoint_every == 0:
-                    log.flush()
-                    checkpoint()
-            log.flush()
-        checkpoint()
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
-
-    seconds = time.monotonic() - t0
+    task = CodecTask(cfg, device, train_images, val_set)
+    result = loop.train(task, run, max_minutes=max_minutes, max_steps=max_steps, progress=progress)
+    step, last_val, out = result.step, result.heldout, run.dir
     exported = None
     if step >= cfg.steps or export:
         if last_val is None or last_val["step"] != step:
-            last_val = {"step": step, **heldout_rd(model, val_set)}
+            last_val = {"step": step, **heldout_rd(task.model, val_set)}
         record = {
             **dataclasses.asdict(cfg), "steps_trained": step, "heldout": last_val,
             "train_data": f"imagenet-sample train split ({len(train_images)} images; every 10th file held out)",
             "environment": environment(),
         }  # fmt: skip
-        exported = export_codec(model, record, out / f"{cfg.name}.safetensors", val_set[0])
+        exported = export_codec(task.model, record, out / f"{cfg.name}.safetensors", val_set[0])
+    seconds = result.session_seconds
+    session_steps = step - result.first_step
     summary = {
         "run_dir": str(out), "config": cfg.name, "step": step, "steps": cfg.steps, "last_val": last_val,
-        "session_steps": step - start_step, "session_seconds": round(seconds, 1),
-        "it_per_s": round((step - start_step) / seconds, 3) if seconds > 0 else None,
-        "stopped_by": "sigterm" if stop.is_set() else ("schedule" if step >= cfg.steps else "limit"),
+        "session_steps": session_steps, "session_seconds": round(seconds, 1),
+        "it_per_s": round(session_steps / seconds, 3) if seconds > 0 else None,
+        "stopped_by": result.stopped_by,
     }  # fmt: skip
     if exported is not None:
         summary["export"] = str(exported)
     return summary
-
-
-def main(argv: list[str]) -> int:
-    """`percept train codec ...` (argv = ["train", "codec", *options])."""
-    parser = argparse.ArgumentParser(prog="percept train codec", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--config", help=f"packaged config name or JSON path ({', '.join(packaged_configs())})"
-    )
-    parser.add_argument(
-        "--out", help="run directory (checkpoint.pt, log.jsonl, exported .safetensors)"
-    )
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
-    parser.add_argument(
-        "--max-minutes", type=float, help="stop (with a checkpoint) after this wall time"
-    )
-    parser.add_argument(
-        "--max-steps", type=int, help="stop at this global step; the schedule is unchanged"
-    )
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:k]")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=JSON", help="override a config key"
-    )
-    parser.add_argument(
-        "--export", action="store_true", help="export the codec file even if unfinished"
-    )
-    parser.add_argument(
-        "--list-configs", action="store_true", help="list packaged configs and exit"
-    )
-    args = parser.parse_args(argv[2:])
-    if args.list_configs:
-        print("\n".join(packaged_configs()))
-        return 0
-    if not args.config or not args.out:
-        parser.error("--config and --out are required")
-    overrides = runtime.parse_overrides(args.set)
-    summary = train_codec(
-        load_config(args.config, overrides), args.out, resume=args.resume, max_minutes=args.max_minutes,
-        max_steps=args.max_steps, threads=args.threads, device=args.device, export=args.export,
-    )  # fmt: skip
-    print(json.dumps(summary, indent=2))
-    return 0

@@ -10,21 +10,15 @@ the schedule (or with --export), the exported weights: `aux-encoder.safetensors`
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
-import math
-import signal
 import tempfile
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm import tqdm
 
 from percept.codecs.project import load_trained_codec, project_codec_path
 from percept.core.provenance import environment
@@ -45,7 +39,7 @@ from percept.fusion.latents import from_image, synthesize
 from percept.fusion.module import FusionSampling, LatentFusion, read_fusion, save_fusion
 from percept.fusion.network import EDMLoss, LatentDenoiser, LatentFusionNet
 from percept.hub import runs, zoo
-from percept.training import runtime
+from percept.training import loop, runtime
 from percept.training.codec import center_crops, random_crops
 from percept.training.crops import load_split
 
@@ -131,53 +125,6 @@ def base_codec(name: str, quality: int) -> tuple[torch.nn.Module, dict]:
     return freeze(model), record
 
 
-class _Session:
-    """Stops, signals, logs and checkpoints shared by both stages (one loop each, below)."""
-
-    def __init__(self, out: Path, resume: bool, max_minutes: float | None):
-        self.out = out
-        out.mkdir(parents=True, exist_ok=True)
-        self.lock = runtime.lock_run(out)
-        if (out / runtime.CHECKPOINT).exists() and not resume:
-            raise PerceptError(f"{out} already holds a run: pass --resume, or choose a new --out")
-        self.deadline = time.monotonic() + 60 * max_minutes if max_minutes else math.inf
-        self.stop = threading.Event()
-        self.t0 = time.monotonic()
-
-    def running(self, step: int, stop_at: int) -> bool:
-        return step < stop_at and not self.stop.is_set() and time.monotonic() < self.deadline
-
-    def __enter__(self):
-        self.in_main = threading.current_thread() is threading.main_thread()
-        if self.in_main:
-            self.previous = signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
-        return self
-
-    def __exit__(self, *exc):
-        if self.in_main:
-            signal.signal(signal.SIGTERM, self.previous)
-
-    def log(self, row: dict) -> None:
-        runtime.append_log(self.out, {**row, "elapsed_s": round(time.monotonic() - self.t0, 1)})
-
-
-def _start(out: Path, cfg, resume: bool) -> dict | None:
-    """The checkpoint to resume from (config checked), or None after writing config.json."""
-    if resume and (out / runtime.CHECKPOINT).exists():
-        state = runs.read_checkpoint(out)
-        diff = runtime.config_changes(state["config"], dataclasses.asdict(cfg))
-        # Both stages keep a constant learning rate after warm-up, so a longer schedule is the
-        # same run continued: `steps` may grow (never below the steps already done).
-        if diff == ["steps"] and cfg.steps >= state["step"]:
-            (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-            return state
-        if diff:
-            raise PerceptError(f"--resume with a different config (keys {diff}): use the run's own")
-        return state
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-    return None
-
-
 def _measure(rows: dict, images: dict, x: torch.Tensor, seed: int) -> None:
     """Add PSNR and patch SWD (x1e3) of each decode in `images` of the batch x to `rows` (sums
     weighted by batch size; every decode of a batch is scored on the same patches)."""
@@ -212,85 +159,84 @@ def _setup(cfg, device: str):
     return model.to(device), record, train, val.to(device)
 
 
+class AuxLoss:
+    """Stage (b)'s generator loss: lmbda 255^2 MSE + rate_weight bpp + swd_weight patch SWD, plus
+    adv_weight times the adversarial term once `adv_start` steps have trained the discriminator."""
+
+    def __init__(self, cfg: AuxConfig, codec, disc, mse_weight: float) -> None:
+        self.cfg, self.codec, self.disc, self.mse_weight = cfg, codec, disc, mse_weight
+
+    def __call__(self, aux, x: torch.Tensor, generator: torch.Generator, step: int):
+        cfg, o = self.cfg, aux_decode(self.codec, aux, x)
+        y_base = o["latents"].y_hat
+        mse = torch.mean((o["x_aux"] - x) ** 2)
+        bpp = latent_bpp(self.codec, o["y_aux_hat"], o["latents"], x.shape[0] * x.shape[2] * x.shape[3])
+        swd = patch_swd_loss(o["x_aux"], x, generator=generator)
+        loss = self.mse_weight * mse + cfg.rate_weight * bpp + cfg.swd_weight * swd
+        adv = torch.zeros(())
+        if step >= cfg.adv_start and cfg.adv_weight:
+            adv = generator_loss(self.disc(o["x_aux"], y_base))
+            loss = loss + cfg.adv_weight * adv
+        return loss, {"mse": mse, "bpp": bpp, "swd": swd, "adv": adv}, o
+
+
+def _schedule(cfg) -> loop.Schedule:
+    return loop.Schedule(
+        steps=cfg.steps, seed=cfg.seed, log_every=cfg.log_every, val_every=cfg.val_every,
+        grad_clip=1.0, checkpoint_every=cfg.checkpoint_every,
+    )  # fmt: skip
+
+
+class AuxTask(loop.Task):
+    """Stage (b) as a `loop.Task`: `AuxLoss` for g'_a, then one discriminator step."""
+
+    def __init__(self, cfg: AuxConfig, device: str) -> None:
+        self.codec, record, self.train, self.val = _setup(cfg, device)
+        torch.manual_seed(cfg.seed)
+        aux = make_aux_encoder(self.codec).to(device).train()
+        disc = PatchDiscriminator(self.codec.g_s[0].in_channels, cfg.disc_width).to(device).train()
+        super().__init__(
+            kind="aux-encoder", name=cfg.name, config=dataclasses.asdict(cfg),
+            schedule=_schedule(cfg), model=aux, params=list(aux.parameters()),
+            optimizer=torch.optim.Adam(aux.parameters(), lr=cfg.lr), modules={"disc": disc},
+            optimizers={"disc": torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))},
+            growable=("steps",), val_at_start=True,
+        )  # fmt: skip
+        self.cfg, self.device = cfg, device
+        self.loss_fn = AuxLoss(cfg, self.codec, disc, record["lmbda"] * 255**2)
+
+    def batch(self, generator):
+        return random_crops(self.train, self.cfg.crop, self.cfg.batch_size, generator).to(self.device)
+
+    def loss(self, batch, generator, step):
+        loss, terms, self._decoded = self.loss_fn(self.model, batch, generator, step)
+        return loss, terms
+
+    def after_step(self, batch, generator, step):
+        disc, o = self.modules["disc"], self._decoded
+        y_base = o["latents"].y_hat
+        d_loss = discriminator_loss(disc(batch, y_base), disc(o["x_aux"].detach(), y_base))
+        self.optimizers["disc"].zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.optimizers["disc"].step()
+        self._decoded = None
+        return {"disc": d_loss}
+
+    def heldout(self):
+        return aux_heldout(self.codec, self.model, self.val)
+
+
 def train_aux(cfg: AuxConfig, out_dir, *, resume=False, max_minutes=None, max_steps=None,
-              device="cpu", export=False) -> dict:  # fmt: skip
-    """Stage (b): train g'_a against the frozen codec (module docstring)."""
-    out = Path(out_dir)
-    session = _Session(out, resume, max_minutes)
-    model, record, train, val = _setup(cfg, device)
-    mse_weight = record["lmbda"] * 255**2
-    torch.manual_seed(cfg.seed)
-    aux = make_aux_encoder(model).to(device).train()
-    disc = PatchDiscriminator(model.g_s[0].in_channels, cfg.disc_width).to(device).train()
-    opt = torch.optim.Adam(aux.parameters(), lr=cfg.lr)
-    disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
-    gen, step = torch.Generator().manual_seed(cfg.seed), 0
-    state = _start(out, cfg, resume)
-    if state is not None:
-        aux.load_state_dict(state["aux"]), disc.load_state_dict(state["disc"])
-        opt.load_state_dict(state["opt"]), disc_opt.load_state_dict(state["disc_opt"])
-        gen.set_state(state["generator"]), torch.set_rng_state(state["torch_rng"])
-        step = state["step"]
-    else:
-        session.log({"step": 0, "kind": "val", **aux_heldout(model, aux, val)})
-
-    def checkpoint():
-        runtime.save_checkpoint(out, {
-            "config": dataclasses.asdict(cfg), "step": step, "aux": aux.state_dict(),
-            "disc": disc.state_dict(), "opt": opt.state_dict(), "disc_opt": disc_opt.state_dict(),
-            "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-        })  # fmt: skip
-
-    stop_at = min(cfg.steps, max_steps) if max_steps is not None else cfg.steps
-    with session, tqdm(total=stop_at, initial=step, desc=cfg.name) as bar:
-        while session.running(step, stop_at):
-            x = random_crops(train, cfg.crop, cfg.batch_size, gen).to(device)
-            o = aux_decode(model, aux, x)
-            y_base = o["latents"].y_hat
-            mse = torch.mean((o["x_aux"] - x) ** 2)
-            bpp = latent_bpp(
-                model, o["y_aux_hat"], o["latents"], x.shape[0] * x.shape[2] * x.shape[3]
-            )
-            swd = patch_swd_loss(o["x_aux"], x, generator=gen)
-            loss = mse_weight * mse + cfg.rate_weight * bpp + cfg.swd_weight * swd
-            adv = torch.zeros(())
-            if step >= cfg.adv_start and cfg.adv_weight:
-                adv = generator_loss(disc(o["x_aux"], y_base))
-                loss = loss + cfg.adv_weight * adv
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(aux.parameters(), 1.0)
-            opt.step()
-            d_loss = discriminator_loss(disc(x, y_base), disc(o["x_aux"].detach(), y_base))
-            disc_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            disc_opt.step()
-            step += 1
-            bar.update(1)
-            if step % cfg.log_every == 0:
-                row = {"step": step, "loss": loss.item(), "mse": mse.item(), "bpp": bpp.item(),
-                       "swd": swd.item(), "adv": adv.item(), "disc": d_loss.item()}  # fmt: skip
-                session.log({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
-                bar.set_postfix(loss=f"{row['loss']:.3f}", bpp=f"{row['bpp']:.3f}")
-            if step % cfg.val_every == 0 or step == cfg.steps:
-                held = aux_heldout(model, aux, val)
-                session.log({"step": step, "kind": "val", **held})
-                tqdm.write(f"{cfg.name} step {step}: held-out {held}")
-            if step % cfg.checkpoint_every == 0:
-                checkpoint()
-        checkpoint()
-    if step >= cfg.steps or export:
-        meta = {"percept-aux": json.dumps({**dataclasses.asdict(cfg), "steps_trained": step})}
-        save_file(
-            {k: v.cpu().contiguous() for k, v in aux.state_dict().items()},
-            str(out / AUX_FILE),
-            metadata=meta,
-        )
-    return {
-        "run_dir": str(out),
-        "step": step,
-        "stopped_by": "sigterm" if session.stop.is_set() else "limit",
-    }
+              device="cpu", export=False, progress=True) -> dict:  # fmt: skip
+    """Stage (b): train g'_a against the frozen codec (module docstring) with `loop.train`."""
+    run = loop.Run(out_dir, resume=resume, device=device)
+    task = AuxTask(cfg, device)
+    result = loop.train(task, run, max_minutes=max_minutes, max_steps=max_steps, progress=progress)
+    if result.step >= cfg.steps or export:
+        meta = {"percept-aux": json.dumps({**dataclasses.asdict(cfg), "steps_trained": result.step})}
+        state = {k: v.cpu().contiguous() for k, v in task.model.state_dict().items()}
+        save_file(state, str(run.dir / AUX_FILE), metadata=meta)
+    return {"run_dir": str(run.dir), "step": result.step, "stopped_by": result.stopped_by}
 
 
 def load_aux_encoder(source: str | Path, model: torch.nn.Module) -> torch.nn.Module:
@@ -298,7 +244,7 @@ def load_aux_encoder(source: str | Path, model: torch.nn.Module) -> torch.nn.Mod
     path = Path(source)
     if path.is_dir():
         if (path / runtime.CHECKPOINT).exists():
-            state = runs.read_checkpoint(path)["aux"]
+            state = runs.read_checkpoint(path)["model"]
         elif (path / AUX_FILE).is_file():
             path = path / AUX_FILE
         else:
@@ -354,88 +300,67 @@ def fusion_heldout(fusion: LatentFusion, aux, val: torch.Tensor, taus=(0.5, 1.0)
     return {k: round(v / len(val), 4) for k, v in rows.items()}
 
 
-def train_fusion(cfg: FusionConfig, out_dir, *, resume=False, max_minutes=None, max_steps=None,
-                 device="cpu", export=False) -> dict:  # fmt: skip
-    """Stage (c): train the latent denoiser on residuals toward the auxiliary latents."""
-    out = Path(out_dir)
-    session = _Session(out, resume, max_minutes)
-    model, _, train, val = _setup(cfg, device)
-    aux = load_aux_encoder(cfg.aux_run, model).to(device)
-    torch.manual_seed(cfg.seed)
-    channels = model.g_s[0].in_channels
-    denoiser = (
-        LatentDenoiser(LatentFusionNet(channels, cfg.width, cfg.blocks, cfg.emb)).to(device).train()
-    )
-    opt = torch.optim.Adam(denoiser.parameters(), lr=cfg.lr)
-    gen, step = torch.Generator().manual_seed(cfg.seed), 0
-    state = _start(out, cfg, resume)
-    if state is not None:
-        denoiser.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
-        gen.set_state(state["generator"]), torch.set_rng_state(state["torch_rng"])
-        ema_state, step = state["ema"], state["step"]
-    else:  # the normalising scales, from a few training batches (then fixed, stored as buffers)
+class FusionTask(loop.Task):
+    """Stage (c) as a `loop.Task`: residual pairs of random crops, the latent `EDMLoss`, an EMA
+    (warm-up ramp: a short CPU schedule would otherwise keep a large share of the zero-output
+    initial network and shrink every sampled residual); held-out decodes of the EMA."""
+
+    def __init__(self, cfg: FusionConfig, device: str) -> None:
+        self.codec, _, self.train, self.val = _setup(cfg, device)
+        self.aux = load_aux_encoder(cfg.aux_run, self.codec).to(device)
+        torch.manual_seed(cfg.seed)
+        channels = self.codec.g_s[0].in_channels
+        net = LatentFusionNet(channels, cfg.width, cfg.blocks, cfg.emb)
+        denoiser = LatentDenoiser(net).to(device).train()
+        super().__init__(
+            kind="fusion", name=cfg.name, config=dataclasses.asdict(cfg),
+            schedule=dataclasses.replace(_schedule(cfg), ema_decay=cfg.ema), model=denoiser,
+            optimizer=torch.optim.Adam(denoiser.parameters(), lr=cfg.lr),
+            params=list(denoiser.parameters()),
+            ema=copy.deepcopy(denoiser).eval().requires_grad_(False), growable=("steps",),
+        )  # fmt: skip
+        self.cfg, self.device = cfg, device
+        self.loss_fn = EDMLoss(cfg.p_mean, cfg.p_std)
+
+    def fresh_start(self, generator):
+        """The normalising scales, from a few training batches (then fixed, stored as buffers)."""
+        cfg, denoiser = self.cfg, self.model
         conds, res = zip(*(
-            residual_pairs(model, aux, random_crops(train, cfg.crop, cfg.batch_size, gen).to(device), cfg.target)
+            residual_pairs(self.codec, self.aux, self.batch(generator), cfg.target)
             for _ in range(cfg.stats_batches)
         ))  # fmt: skip
         r_std = torch.cat(res).std(dim=(0, 2, 3))
         denoiser.residual_std.copy_(r_std.clamp_min(0.1 * r_std.mean()))
         denoiser.condition_std.copy_(torch.cat(conds).std(dim=(0, 2, 3)).clamp_min(1e-2))
-        ema_state = copy.deepcopy(denoiser.state_dict())
-    ema = copy.deepcopy(denoiser).eval().requires_grad_(False)
-    ema.load_state_dict(ema_state)
-    loss_fn = EDMLoss(cfg.p_mean, cfg.p_std)
+        self.ema.load_state_dict(denoiser.state_dict())
+        return 0, 0.0
 
-    def fusion_of(net) -> LatentFusion:
-        return LatentFusion(
-            model, net, codec_name=cfg.codec, quality=cfg.quality, sampling=cfg.sampling()
-        )
+    def lr(self, step):
+        return self.cfg.lr * min(1.0, (step + 1) / max(self.cfg.warmup_steps, 1))
 
-    def checkpoint():
-        runtime.save_checkpoint(out, {
-            "config": dataclasses.asdict(cfg), "step": step, "model": denoiser.state_dict(),
-            "ema": ema.state_dict(), "opt": opt.state_dict(), "generator": gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-        })  # fmt: skip
+    def batch(self, generator):
+        return random_crops(self.train, self.cfg.crop, self.cfg.batch_size, generator).to(self.device)
 
-    stop_at = min(cfg.steps, max_steps) if max_steps is not None else cfg.steps
-    with session, tqdm(total=stop_at, initial=step, desc=cfg.name) as bar:
-        while session.running(step, stop_at):
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
-            x = random_crops(train, cfg.crop, cfg.batch_size, gen).to(device)
-            cond, r = residual_pairs(model, aux, x, cfg.target)
-            loss = loss_fn(denoiser, denoiser.from_latent(r), cond, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
-            opt.step()
-            # EMA with a warm-up (decay (1 + step) / (10 + step) until it reaches cfg.ema): a short
-            # CPU schedule would otherwise keep a large share of the zero-output initial network
-            # (0.999^1000 = 37% after 1000 steps), shrinking every sampled residual.
-            decay = min(cfg.ema, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for e, p in zip(ema.state_dict().values(), denoiser.state_dict().values()):
-                    e.copy_(p) if not e.is_floating_point() else e.lerp_(p, 1 - decay)
-            step += 1
-            bar.update(1)
-            if step % cfg.log_every == 0:
-                session.log({"step": step, "loss": round(loss.item(), 6)})
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-            if step % cfg.val_every == 0 or step == cfg.steps:
-                held = fusion_heldout(fusion_of(ema), aux, val)
-                session.log({"step": step, "kind": "val", **held})
-                tqdm.write(f"{cfg.name} step {step}: held-out {held}")
-            if step % cfg.checkpoint_every == 0:
-                checkpoint()
-        checkpoint()
-    if step >= cfg.steps or export:
-        export_fusion(ema, cfg, step, out / FUSION_FILE)
-    return {
-        "run_dir": str(out),
-        "step": step,
-        "stopped_by": "sigterm" if session.stop.is_set() else "limit",
-    }
+    def loss(self, batch, generator, step):
+        cond, r = residual_pairs(self.codec, self.aux, batch, self.cfg.target)
+        return self.loss_fn(self.model, self.model.from_latent(r), cond, generator), {}
+
+    def heldout(self):
+        cfg = self.cfg
+        fusion = LatentFusion(self.codec, self.ema, codec_name=cfg.codec, quality=cfg.quality,
+                              sampling=cfg.sampling())  # fmt: skip
+        return fusion_heldout(fusion, self.aux, self.val)
+
+
+def train_fusion(cfg: FusionConfig, out_dir, *, resume=False, max_minutes=None, max_steps=None,
+                 device="cpu", export=False, progress=True) -> dict:  # fmt: skip
+    """Stage (c): train the latent denoiser on residuals toward the auxiliary latents."""
+    run = loop.Run(out_dir, resume=resume, device=device)
+    task = FusionTask(cfg, device)
+    result = loop.train(task, run, max_minutes=max_minutes, max_steps=max_steps, progress=progress)
+    if result.step >= cfg.steps or export:
+        export_fusion(task.ema, cfg, result.step, run.dir / FUSION_FILE)
+    return {"run_dir": str(run.dir), "step": result.step, "stopped_by": result.stopped_by}
 
 
 def export_fusion(denoiser: LatentDenoiser, cfg: FusionConfig, step: int, path: Path) -> Path:
@@ -444,33 +369,6 @@ def export_fusion(denoiser: LatentDenoiser, cfg: FusionConfig, step: int, path: 
             "sampling": dataclasses.asdict(cfg.sampling()), "config": dataclasses.asdict(cfg),
             "steps_trained": step, "environment": environment()}  # fmt: skip
     return save_fusion(denoiser, card, path)
-
-
-def main(argv: list[str]) -> int:
-    """`percept train aux-encoder|fusion ...` (argv = ["train", KIND, *options])."""
-    kind = argv[1]
-    p = argparse.ArgumentParser(prog=f"percept train {kind}", description=__doc__.split("\n")[0])
-    p.add_argument("--config", required=True, help="packaged config name or a .json path")
-    p.add_argument("--out", required=True, type=Path, help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
-    p.add_argument(
-        "--max-minutes", type=float, help="stop (with a checkpoint) after this wall time"
-    )
-    p.add_argument("--max-steps", type=int, help="stop at this global step")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:k]")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a key")
-    p.add_argument("--export", action="store_true", help="export the weights even if unfinished")
-    args = p.parse_args(argv[2:])
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    overrides = runtime.parse_overrides(args.set)
-    cls, run = (AuxConfig, train_aux) if kind == "aux-encoder" else (FusionConfig, train_fusion)
-    summary = run(load_config(args.config, cls, overrides), args.out, resume=args.resume,
-                  max_minutes=args.max_minutes, max_steps=args.max_steps, device=args.device,
-                  export=args.export)  # fmt: skip
-    print(json.dumps(summary))
-    return 0
 
 
 def publish_fusion(run_dir, name: str | None = None, *, folder=None, half: bool = True) -> dict:

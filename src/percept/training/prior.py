@@ -8,29 +8,28 @@ the enhancer here only ever starts from partial noise, sigma ~ 0.02-1.0 in [-1,1
 default centres on sigma = 0.2 (P_mean = ln 0.2 = -1.61) with P_std = 1.0: 95% of the draws fall in
 [0.028, 1.42], the range used, with the tails still trained for multi-step schedules.
 
-The run directory holds checkpoint.pt (model, EMA, optimizer, step, RNG), log.jsonl (training loss
-every `log_every` steps, held-out one-step PSNR of the EMA every `val_every` steps) and, at every
-exit, ema.safetensors with a JSON sidecar (`export_model`).
+The run directory holds checkpoint.pt, log.jsonl (`percept.training.loop`: the training loss every
+`log_every` steps, held-out one-step PSNR of the EMA every `val_every` steps) and, at every exit,
+ema.safetensors with a JSON sidecar (`export_model`).
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
+from percept.core.provenance import environment
 from percept.errors import PerceptError
 from percept.hub import runs
+from percept.hub.zoo import load_weights_and_card, save_weights
 from percept.models import EDMDenoiser, count_parameters
 from percept.models.build import build_denoiser
 from percept.models.edm import edm_scalings
-from percept.training import runtime
+from percept.training import loop, runtime
 from percept.training.crops import center_crops, load_split, random_crops
 
 # Held-out noise levels: the gate's four, then two of the enhancer's large calibrated sigmas (JPEG
@@ -73,6 +72,20 @@ class PriorTrainConfig:
         return runtime.config_to_dict(self)
 
 
+class EDMLoss:
+    """EDM eq. 8 weighted by lambda = 1/c_out^2: the mean of ((D(x0 + sigma n; sigma) - x0) / c_out)^2,
+    with ln sigma ~ N(p_mean, p_std^2); sigma, then the noise, drawn from the loop's generator."""
+
+    def __init__(self, p_mean: float, p_std: float) -> None:
+        self.p_mean, self.p_std = p_mean, p_std
+
+    def __call__(self, denoiser: EDMDenoiser, x0: Tensor, generator: torch.Generator) -> Tensor:
+        n = x0.shape[0]
+        sigma = (self.p_mean + self.p_std * torch.randn(n, generator=generator)).exp().to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        return edm_loss(denoiser, x0, sigma, noise)
+
+
 def edm_loss(denoiser: EDMDenoiser, x0: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
     """EDM eq. 8 weighted by lambda = 1/c_out^2: the mean of ((D - x0) / c_out)^2."""
     s = sigma.reshape(-1, 1, 1, 1)
@@ -101,10 +114,61 @@ def validate(
     return out
 
 
-def _autocast(device: torch.device, enabled: bool):
-    """bf16 autocast for the training step. On this project's 2-core Xeon (AMX) it measured 2.1-2.4x
-    faster than fp32 for the prior-s UNet; validation and export stay in fp32."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+class PriorTask(loop.Task):
+    """The prior as a `loop.Task`: random crops, `EDMLoss`, the EMA's one-step held-out PSNR."""
+
+    def __init__(self, cfg: PriorTrainConfig, device: torch.device, *, init_from, cooldown, run_dir):
+        torch.manual_seed(cfg.seed)
+        model = build_denoiser("prior", cfg.unet).to(device)
+        schedule = loop.Schedule(
+            steps=cfg.steps, seed=cfg.seed, log_every=cfg.log_every, val_every=cfg.val_every,
+            grad_clip=cfg.grad_clip, checkpoint_minutes=cfg.checkpoint_minutes, bf16=cfg.bf16,
+            ema_decay=cfg.ema_decay,
+        )  # fmt: skip
+        super().__init__(
+            kind="prior", name=f"{cfg.name} ({count_parameters(model) / 1e6:.2f}M)",
+            config=cfg.to_dict(), schedule=schedule, model=model,
+            optimizer=torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-8),
+            params=list(model.parameters()), ema=copy.deepcopy(model).requires_grad_(False),
+        )  # fmt: skip
+        self.cfg, self.device, self.run_dir = cfg, device, run_dir
+        self.init_from, self.cooldown = init_from, cooldown
+        self.rewarm_from = self.cool_from = None
+        self.loss_fn = EDMLoss(cfg.p_mean, cfg.p_std)
+        self.images = load_split("train", cfg.train_images, min_side=cfg.crop)
+        self.val_clean = center_crops(load_split("val", cfg.val_images, min_side=32), cfg.val_crop)
+
+    def fresh_start(self, generator):
+        if self.init_from is None:
+            return 0, 0.0
+        step, seconds = _load_published(self.init_from, self.cfg, self.model, self.ema, self.run_dir)
+        self.rewarm_from = step
+        return step, seconds
+
+    def last_step(self, first_step):
+        if self.cooldown is None:
+            return None
+        self.cool_from = first_step
+        return first_step + self.cooldown
+
+    def lr(self, step):
+        cfg = self.cfg
+        lr = runtime.learning_rate(step, cfg.lr, cfg.warmup_steps, cfg.decay_start)
+        if self.rewarm_from is not None:
+            lr *= min(1.0, (step - self.rewarm_from + 1) / REWARM_STEPS)
+        if self.cooldown is not None:
+            lr *= 1.0 - (step - self.cool_from) / self.cooldown
+        return lr
+
+    def batch(self, generator):
+        cfg = self.cfg
+        return random_crops(self.images, cfg.batch_size, cfg.crop, cfg.scale_range, generator)
+
+    def loss(self, batch, generator, step):
+        return self.loss_fn(self.model, batch.to(self.device), generator), {}
+
+    def heldout(self):
+        return {"val_psnr": validate(self.ema, self.val_clean, self.device)}
 
 
 def train_prior(
@@ -120,9 +184,7 @@ def train_prior(
     init_from: str | Path | None = None,
     cooldown: int | None = None,
 ) -> dict:
-    """Train (or resume) a prior in `run_dir`; returns a summary dict. Stops at `cfg.steps`,
-    `max_steps` (total across resumes), after `max_minutes` of this session, or on SIGTERM/SIGINT,
-    always leaving a checkpoint.
+    """Train (or resume) a prior in `run_dir` with `loop.train`; returns a summary dict.
 
     `init_from` (a zoo name or an exported .safetensors) starts a new run from published weights:
     model and EMA take them, the step count and training time continue from their card, and the
@@ -133,126 +195,21 @@ def train_prior(
     the learning rate falls linearly from the schedule's value to zero over the next N steps, and
     the session stops there. The schedule itself has no end, so a later resume continues from the
     schedule's learning rate; the log records the rate of every logged step."""
-    run_dir = Path(run_dir)
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PerceptError("--device cuda asked for, but torch sees no CUDA device here")
-    if (run_dir / runtime.CHECKPOINT).exists() and not resume:
-        raise PerceptError(
-            f"{run_dir} already holds a checkpoint: pass --resume to continue it, or choose another --out"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = runtime.lock_run(run_dir)  # noqa: F841 - released when this function returns
-
-    torch.manual_seed(cfg.seed)
-    model = build_denoiser("prior", cfg.unet).to(dev)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-8)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    step, offset = 0, 0.0
-    if resume:
-        ck = runs.read_checkpoint(run_dir)
-        changed = runtime.config_changes(ck["config"], cfg.to_dict())
-        if changed:
-            raise PerceptError(
-                f"{run_dir} was started with a different config (keys {changed}): resume with the"
-                " same --config"
-            )
-        model.load_state_dict(ck["model"])
-        ema.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["optimizer"])
-        gen.set_state(ck["generator"])
-        torch.set_rng_state(ck["torch_rng"])
-        step, offset = int(ck["step"]), float(ck["train_seconds"])
-    else:
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    rewarm_from = None
-    if init_from is not None and not resume:
-        step, offset = _load_published(init_from, cfg, model, ema, run_dir)
-        rewarm_from = step
-    runtime.log_command(run_dir, step)
-    bf16 = runtime.bf16_for(cfg.bf16, dev, run_dir, step)
-
-    train_images = load_split("train", cfg.train_images, min_side=cfg.crop)
-    val_clean = center_crops(load_split("val", cfg.val_images, min_side=32), cfg.val_crop)
-    n_params = count_parameters(model)
-    stop_at = min(cfg.steps, max_steps) if max_steps is not None else cfg.steps
-    if cooldown is not None:
-        if cooldown < 1:
-            raise PerceptError(f"cooldown must be a positive number of steps, got {cooldown}")
-        cool_from, stop_at = step, min(stop_at, step + cooldown)
-    timer = runtime.Timer(offset)
-    last_ckpt = timer.session()
-    losses: list[float] = []
-    last_val, val_step, first_step = None, None, step
-
-    def checkpoint() -> None:
-        runtime.save_checkpoint(run_dir, {
-            "config": cfg.to_dict(), "step": step, "train_seconds": timer.total(),
-            "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-            "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-        })  # fmt: skip
-
-    bar = tqdm(total=stop_at, initial=step, desc=f"prior {cfg.name} ({n_params / 1e6:.2f}M)",
-                disable=not progress, mininterval=0.5 if sys.stderr.isatty() else 60)  # fmt: skip
-    with runtime.StopRequest() as stop:
-        while step < stop_at and not stop.requested:
-            if max_minutes is not None and timer.session() > 60 * max_minutes:
-                break
-            x0 = random_crops(train_images, cfg.batch_size, cfg.crop, cfg.scale_range, gen)
-            sigma = (cfg.p_mean + cfg.p_std * torch.randn(cfg.batch_size, generator=gen)).exp()
-            noise = torch.randn(x0.shape, generator=gen)
-            for group in opt.param_groups:
-                group["lr"] = runtime.learning_rate(step, cfg.lr, cfg.warmup_steps, cfg.decay_start)
-                if rewarm_from is not None:
-                    group["lr"] *= min(1.0, (step - rewarm_from + 1) / REWARM_STEPS)
-                if cooldown is not None:
-                    group["lr"] *= 1.0 - (step - cool_from) / cooldown
-            with _autocast(dev, bf16):
-                loss = edm_loss(model, x0.to(dev), sigma.to(dev), noise.to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            runtime.ema_update(ema, model, step, cfg.ema_decay)
-            step += 1
-            bar.update(1)
-            losses.append(loss.item())
-            if step % cfg.log_every == 0:
-                rec = {"step": step, "loss": sum(losses) / len(losses), "grad_norm": float(grad_norm),
-                       "lr": opt.param_groups[0]["lr"], "train_seconds": round(timer.total(), 1)}  # fmt: skip
-                runtime.append_log(run_dir, rec)
-                bar.set_postfix(loss=f"{rec['loss']:.4f}")
-                losses = []
-            if step % cfg.val_every == 0:
-                last_val, val_step = validate(ema, val_clean, dev), step
-                runtime.append_log(
-                    run_dir,
-                    {"step": step, "val_psnr": last_val, "train_seconds": round(timer.total(), 1)},
-                )
-                tqdm.write(
-                    f"step {step}: held-out PSNR of the EMA "
-                    + ", ".join(f"s={k}: {v:.2f}" for k, v in last_val.items())
-                )
-            if timer.session() - last_ckpt > 60 * cfg.checkpoint_minutes:
-                checkpoint()
-                last_ckpt = timer.session()
-        checkpoint()
-    bar.close()
-    if step > first_step and val_step != step:  # the held-out figure of the weights that ship
-        last_val = validate(ema, val_clean, dev)
-        runtime.append_log(
-            run_dir, {"step": step, "val_psnr": last_val, "train_seconds": round(timer.total(), 1)}
-        )
-    summary = {
-        "step": step,
-        "train_seconds": round(timer.total(), 1),
-        "params": n_params,
-        "val_psnr": last_val,
-    }
+    if cooldown is not None and cooldown < 1:
+        raise PerceptError(f"cooldown must be a positive number of steps, got {cooldown}")
+    run = loop.Run(run_dir, resume=resume, device=device)
+    task = PriorTask(
+        cfg, run.device, init_from=None if resume else init_from, cooldown=cooldown, run_dir=run.dir
+    )
+    result = loop.train(task, run, max_minutes=max_minutes, max_steps=max_steps, progress=progress)
     if export:
-        export_model(run_dir, run_dir / "ema.safetensors")
-    return summary
+        export_model(run.dir, run.dir / "ema.safetensors")
+    return {
+        "step": result.step,
+        "train_seconds": result.train_seconds,
+        "params": count_parameters(task.model),
+        "val_psnr": (result.heldout or {}).get("val_psnr"),
+    }
 
 
 REWARM_STEPS = 100
@@ -264,8 +221,6 @@ def _load_published(
     """Load exported EMA weights into `model` and `ema`; returns (steps, train_seconds) of their card.
     Their card is kept as `inherited_card.json` in the run, so the published card's history and
     commands start at step 0 (`percept.training.publish.publish_run` merges it)."""
-    from percept.hub.zoo import load_weights_and_card
-
     state, card = load_weights_and_card(source)
     if card.get("unet") != cfg.unet:
         raise PerceptError(
@@ -279,9 +234,6 @@ def _load_published(
 
 def export_model(run_dir: Path | str, out_path: Path | str) -> Path:
     """Write the EMA weights of a run's latest checkpoint as safetensors + JSON sidecar; returns the path."""
-    from percept.core.provenance import environment
-    from percept.hub.zoo import save_weights
-
     run_dir = Path(run_dir)
     ck = runs.read_checkpoint(run_dir)
     cfg = ck["config"]
