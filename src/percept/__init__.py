@@ -7,6 +7,8 @@ metrics, and the project's own small models.
 
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "enhance", "calibrate_sigma"]
@@ -17,8 +19,6 @@ def __getattr__(name: str):
     # The enhancer lives in percept.enhancer.pipeline (not percept.enhance) so that importing the module never
     # shadows the function `percept.enhance`.
     if name in ("enhance", "calibrate_sigma"):
-        import importlib
-
         module = importlib.import_module(
             "percept.enhancer.pipeline" if name == "enhance" else "percept.enhancer.calibrate"
         )

@@ -17,3 +17,7 @@ class ContainerError(PerceptError):
 
 class WeightsUnavailable(PerceptError):
     """Pretrained weights are neither cached nor downloadable; the message says how to supply them."""
+
+
+class MetricUnavailable(PerceptError):
+    """A metric cannot be computed here (missing weights or package); the message says what to supply."""

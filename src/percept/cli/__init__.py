@@ -9,6 +9,7 @@ import importlib
 import os
 import sys
 
+from percept.core.cpu import reuse_freed_memory
 from percept.errors import PerceptError
 
 # name -> (module, help). Modules are imported only when their subcommand runs.
@@ -25,9 +26,13 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "percept.cli.train",
         "train the project's models (prior, consistency model, codec, aux encoder, fusion)",
     ),
+    "calibrate": (
+        "percept.cli.calibrate",
+        "measure the sigma of paper 1's MSE-doubling rule for a setting; store it in the table",
+    ),
     "publish": ("percept.cli.publish", "ship a finished training run into the model zoo (zoo.json)"),
     "eval": (
-        "percept.eval.harness",
+        "percept.cli.eval",
         "evaluate codecs and enhancers over a dataset, write results JSON",
     ),
 }
@@ -57,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    from percept.core.cpu import reuse_freed_memory
 
     reuse_freed_memory()  # whole-image networks on CPU: about 1.7x faster (percept.core.cpu)
     module = importlib.import_module(SUBCOMMANDS[name][0])

@@ -23,7 +23,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from percept.core.provenance import environment
 from percept.errors import PerceptError
+from percept.hub.data import kodak_dir
 
 EXECUTED_DIR = Path("book") / "notebooks"
 KERNEL_NAME = "python3"
@@ -192,7 +194,6 @@ def run_notebook(root: Path, name: str, parameters: dict, profile: str) -> Path:
     import nbformat
     import papermill
 
-    from percept.core.provenance import environment
 
     source = root / "notebooks" / f"{name}.ipynb"
     output = root / EXECUTED_DIR / f"{name}.ipynb"
@@ -221,7 +222,6 @@ def run(root: Path, profile: str, names: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in sections]
     if unknown:
         raise PerceptError(f"unknown notebook(s) {unknown}: choose from {source_notebooks(root)}")
-    from percept.hub.data import kodak_dir
 
     if kodak_dir() is None:
         replaced = {n: v for n, v in kodak_replacements(root, profile).items() if n in names}

@@ -10,7 +10,16 @@ import json
 import sys
 from pathlib import Path
 
+from percept.codecs import get_codec, list_codecs
+from percept.codecs.container import decode_file, encode_image, unpack
+from percept.codecs.jpeg_consistency import projector_for
+from percept.core.images import atomic_write_bytes, load_image, save_png
+from percept.enhancer.pipeline import Enhancer, operator_for_codec
+from percept.enhancer.presets import PRECISIONS, PRESETS, EnhancerConfig
+from percept.enhancer.signalling import resolve_sigma, signal_sigma
 from percept.errors import PerceptError
+from percept.fusion.decode import decode_file_fused, fusion_name_for
+from percept.fusion.module import check_tau, load_fusion
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,9 +111,6 @@ def encode(argv: list[str]) -> int:
     if args.target_ratio <= 1.0:
         p.error("--target-ratio must be above 1 (the enhancer adds distortion)")
 
-    from percept.codecs import get_codec
-    from percept.codecs.container import encode_image, unpack
-    from percept.core.images import atomic_write_bytes, load_image
 
     options = _parse_sets(args.set)
     if args.weights is not None:
@@ -117,15 +123,13 @@ def encode(argv: list[str]) -> int:
     data = encode_image(x, codec)
     signalled = ""
     if args.signal_sigma is not None:
-        from percept.enhancer.signalling import signal_sigma
-
+        config = EnhancerConfig(args.signal_sigma, args.steps, consistency=args.consistency)
         data, entry = signal_sigma(
-            data, x, args.prior, args.signal_sigma, seed=args.seed, steps=args.steps,
+            data, x, Enhancer.from_pretrained(args.prior, config), seed=args.seed,
             target=args.target_ratio, codec_options=options, progress=True,
-            consistency=args.consistency,
         )  # fmt: skip
         signalled = (
-            f"; signalled sigma {entry['sigma']:g} for {entry['preset']} "
+            f"; signalled sigma {entry['sigma']:g} for {config.key} "
             f"(MSE ratio {entry['mse_ratio']:.3f} on this image)"
         )
     atomic_write_bytes(args.output, data)
@@ -138,8 +142,6 @@ def encode(argv: list[str]) -> int:
 
 
 def decode(argv: list[str]) -> int:
-    from percept.enhancer.presets import PRECISIONS, PRESETS
-
     p = _parser(
         "decode", "Decode a percept file to PNG, optionally through the diffusion enhancer."
     )
@@ -193,19 +195,13 @@ def decode(argv: list[str]) -> int:
     if args.fusion is not None:
         return _decode_fused(args)
 
-    from percept.codecs.container import decode_file
-    from percept.core.images import save_png
 
     data = _read_file(args.input)
     _check_out_dir(args.output)
     options = {} if args.weights is None else {"weights": args.weights}
     x_hat, record = decode_file(data, **options)
     if args.enhance is not None:
-        try:
-            from percept.enhancer.pipeline import enhance_decoded
-        except ImportError:
-            raise PerceptError("the enhancer is not available in this build") from None
-        x_hat = enhance_decoded(x_hat, record, args)
+        x_hat = _enhance_decoded(x_hat, record, args)
     save_png(x_hat, args.output)
     extra = f", enhanced ({args.enhance})" if args.enhance else ""
     extra += ", projected into the JPEG's quantisation cells" if args.consistency else ""
@@ -215,12 +211,31 @@ def decode(argv: list[str]) -> int:
     return 0
 
 
+def _enhance_decoded(x_hat, record, args):
+    """`percept decode ... --enhance PRESET --prior P --sigma auto|VALUE [--seed N] [--steps N]
+    [--consistency]`: the setting, its models, the file's projection and sigma, then the enhancer.
+
+    With `--sigma auto` a sigma the encoder signalled in the file for this setting and prior is
+    used with the encoder's seed (unless --seed is given), else the calibration table's
+    (`percept.enhancer.signalling.resolve_sigma`). With `--consistency` (JPEG) every estimate is
+    projected into the file's cells and the sigma is the one calibrated with the projection."""
+    if not args.prior:
+        raise PerceptError(
+            "--enhance needs --prior NAME_OR_PATH (a zoo name, weights file or diffusers folder)"
+        )
+    config = EnhancerConfig(args.enhance, args.steps, consistency=args.consistency)
+    project = projector_for(record.codec, record.payload) if config.consistency else None
+    enhancer = Enhancer.from_pretrained(args.prior, config, precision=args.precision)
+    operator = None
+    if config.schedule.needs_differentiable_codec:
+        options = {"weights": args.weights} if args.weights else {}
+        operator = operator_for_codec(get_codec(record.codec, record.quality, **options))
+    sigma, seed = resolve_sigma(enhancer, record, args.sigma, args.seed)
+    return enhancer(x_hat, sigma, seed=seed, operator=operator, project=project, progress=True)
+
+
 def _decode_fused(args) -> int:
     """`percept decode FILE OUT --fusion NAME --tau T [--seed N]`."""
-    from percept.codecs.container import unpack
-    from percept.core.images import save_png
-    from percept.fusion.decode import decode_file_fused, fusion_name_for
-    from percept.fusion.module import check_tau, load_fusion
 
     tau = check_tau(0.5 if args.tau is None else args.tau)
     data = _read_file(args.input)
@@ -243,7 +258,6 @@ def info(argv: list[str]) -> int:
     p.add_argument("input", type=Path)
     args = p.parse_args(argv)
 
-    from percept.codecs.container import unpack
 
     record = unpack(_read_file(args.input))
     print(f"file:     {args.input}")
@@ -263,7 +277,6 @@ def codecs(argv: list[str]) -> int:
     p = _parser("codecs", "List codecs and whether each is available on this machine.")
     p.parse_args(argv)
 
-    from percept.codecs import list_codecs
 
     rows = [("codec", "kind", "quality", "default", "available", "notes")]
     for c in list_codecs():

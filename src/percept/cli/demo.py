@@ -26,9 +26,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+from percept.cli.codec import _parser
+from percept.codecs import get_codec
+from percept.codecs.container import decode_file, encode_image
+from percept.core.images import atomic_write_bytes, quantize, tensor_to_pil
+from percept.enhancer.pipeline import Enhancer
 from percept.errors import PerceptError
+from percept.fusion.decode import FUSION_MODULES, decode_file_fused, fusion_name_for
+from percept.fusion.module import load_fusion
+from percept.hub.data import demo_photo
+from percept.metrics import psnr, swd
 
 CONSISTENCY_MODEL = "percept-cm-s"
 # The learned codec's lowest rate and the JPEG quality nearest its rate on kodim23 (0.094 and
@@ -65,18 +75,12 @@ def decode(coded: Coded) -> tuple[Tensor, str] | None:
 
 
 def enhance_fast(coded: Coded) -> tuple[Tensor, str] | None:
-    from percept.enhancer.calibrate import lookup_sigma
-    from percept.enhancer.pipeline import enhance_image, load_enhancer_prior
-
-    sigma = lookup_sigma(coded.codec, coded.quality, CONSISTENCY_MODEL, "fast")
-    y = enhance_image(coded.x_hat, _model(load_enhancer_prior), sigma, "fast", seed=0)
-    return y, f"+ enhancer, sigma {sigma:.2f}"
+    enhancer = _enhancer()
+    sigma = enhancer.table_sigma(coded.codec, coded.quality)
+    return enhancer(coded.x_hat, sigma, seed=0), f"+ enhancer, sigma {sigma:.2f}"
 
 
 def fuse(coded: Coded) -> tuple[Tensor, str] | None:
-    from percept.fusion.decode import FUSION_MODULES, decode_file_fused, fusion_name_for
-    from percept.fusion.module import load_fusion
-
     if coded.codec not in FUSION_MODULES:
         return None
     module = load_fusion(fusion_name_for(coded.codec, coded.quality))
@@ -85,8 +89,8 @@ def fuse(coded: Coded) -> tuple[Tensor, str] | None:
 
 
 @functools.cache
-def _model(load):
-    return load(CONSISTENCY_MODEL)  # loaded once for all codecs
+def _enhancer() -> Enhancer:
+    return Enhancer.from_pretrained(CONSISTENCY_MODEL, "fast")  # loaded once for all codecs
 
 
 # name -> function of a Coded image: (output, panel title), or None where it does not apply.
@@ -106,10 +110,6 @@ def _timed(what: str, since: float) -> float:
 
 def run_demo(x: Tensor, codecs=DEFAULT_CODECS, methods=DEFAULT_METHODS) -> list[Panel]:
     """The panels: the original, then every method's output for every codec (in that order)."""
-    from percept.codecs import get_codec
-    from percept.codecs.container import decode_file, encode_image
-    from percept.core.images import quantize
-    from percept.metrics import psnr, swd
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -157,9 +157,7 @@ def detail_window(x: Tensor, size: int) -> tuple[int, int]:
 def compose(panels: list[Panel], zoom: tuple[int, int], source: str, panel: int = PANEL):
     """The picture: whole images on top (scaled to `panel` px wide, the crop outlined), the
     `panel` x `panel` crop at `zoom` (top, left) below at 1:1, and each panel's figures."""
-    from PIL import Image, ImageDraw, ImageFont
 
-    from percept.core.images import tensor_to_pil
 
     h, w = panels[0].image.shape[-2:]
     scale = panel / w
@@ -228,8 +226,6 @@ def _print_table(panels: list[Panel]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from percept.cli.codec import _parser
-
     p = _parser("demo", __doc__.splitlines()[0].split(": ", 1)[1])
     p.add_argument("--out", type=Path, default=Path("percept-demo.png"))
     p.add_argument(
@@ -251,8 +247,6 @@ def main(argv: list[str]) -> int:
     if args.panel < 96:
         p.error("--panel must be at least 96 (the labels need the room)")
 
-    from percept.core.images import atomic_write_bytes
-    from percept.hub.data import demo_photo
 
     directory = args.out.parent if str(args.out.parent) else Path(".")
     if not directory.is_dir():

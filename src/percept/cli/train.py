@@ -12,6 +12,14 @@ from pathlib import Path
 import torch
 
 from percept.errors import PerceptError
+from percept.training import codec as codec_training
+from percept.training import crops
+from percept.training import fusion as fusion_training
+from percept.training.codec import packaged_configs, train_codec
+from percept.training.distill import DistillConfig, train_distill
+from percept.training.fusion import AuxConfig, FusionConfig, train_aux, train_fusion
+from percept.training.prior import PriorTrainConfig, train_prior
+from percept.training.runtime import parse_overrides, read_config
 
 KINDS = ("prior", "distill", "codec", "aux-encoder", "fusion", "pack", "pack-photos")
 
@@ -26,9 +34,6 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 
 def _distill_main(argv: list[str]) -> int:
-    from percept.training.distill import DistillConfig, train_distill
-    from percept.training.runtime import read_config
-
     p = argparse.ArgumentParser(
         prog="percept train distill", description="Consistency distillation of the prior."
     )
@@ -59,9 +64,6 @@ def _distill_main(argv: list[str]) -> int:
 
 
 def _codec_main(argv: list[str]) -> int:
-    from percept.training.codec import load_config, packaged_configs, train_codec
-    from percept.training.runtime import parse_overrides
-
     p = argparse.ArgumentParser(
         prog="percept train codec", description="Train the project's learned codec at one rate."
     )
@@ -84,7 +86,7 @@ def _codec_main(argv: list[str]) -> int:
     if not args.config or not args.out:
         p.error("--config and --out are required")
     summary = train_codec(
-        load_config(args.config, parse_overrides(args.set)), args.out, resume=args.resume,
+        codec_training.load_config(args.config, parse_overrides(args.set)), args.out, resume=args.resume,
         max_minutes=args.max_minutes, max_steps=args.max_steps, threads=args.threads,
         device=args.device, export=args.export,
     )  # fmt: skip
@@ -93,15 +95,6 @@ def _codec_main(argv: list[str]) -> int:
 
 
 def _stage_main(kind: str, argv: list[str]) -> int:
-    from percept.training.fusion import (
-        AuxConfig,
-        FusionConfig,
-        load_config,
-        train_aux,
-        train_fusion,
-    )
-    from percept.training.runtime import parse_overrides
-
     p = argparse.ArgumentParser(
         prog=f"percept train {kind}", description="Train paper 2's stage (b) or (c)."
     )
@@ -114,7 +107,7 @@ def _stage_main(kind: str, argv: list[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cls, run = (AuxConfig, train_aux) if kind == "aux-encoder" else (FusionConfig, train_fusion)
-    summary = run(load_config(args.config, cls, parse_overrides(args.set)), args.out,
+    summary = run(fusion_training.load_config(args.config, cls, parse_overrides(args.set)), args.out,
                   resume=args.resume, max_minutes=args.max_minutes, max_steps=args.max_steps,
                   device=args.device, export=args.export)  # fmt: skip
     print(json.dumps(summary))
@@ -122,9 +115,6 @@ def _stage_main(kind: str, argv: list[str]) -> int:
 
 
 def _prior_main(argv: list[str]) -> int:
-    from percept.training.prior import PriorTrainConfig, train_prior
-    from percept.training.runtime import read_config
-
     p = argparse.ArgumentParser(
         prog="percept train prior", description="Train the EDM diffusion prior."
     )
@@ -190,6 +180,5 @@ def main(argv: list[str]) -> int:
         return _codec_main(rest)
     if kind in ("aux-encoder", "fusion"):
         return _stage_main(kind, rest)
-    from percept.training import crops
 
     return crops.main(argv) if kind == "pack" else crops.photos_main(argv)

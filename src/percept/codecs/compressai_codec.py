@@ -19,10 +19,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import Tensor, nn
 
 from percept.codecs.registry import CodecInfo, import_quietly, register_codec
 from percept.codecs.varint import encode_varint as _varint
 from percept.core.images import quantize
+from percept.core.tiling import pad_to_multiple
 from percept.errors import CodecError, WeightsUnavailable
 
 DOWNLOAD_TIMEOUT_S = 15.0
@@ -86,6 +89,33 @@ def deserialize(data: bytes) -> tuple[int, int, list[list[bytes]], list[int]]:
     return height, width, strings, shape
 
 
+def _round_ste(x: Tensor) -> Tensor:
+    """Rounding forward, identity backward (straight-through estimator)."""
+    return x + (torch.round(x) - x).detach()
+
+
+class CompressAIOperator(nn.Module):
+    """The differentiable codec operator A(x) = g_s(round_ste(g_a(x))) of a CompressAI model.
+
+    x in [0, 1], [B,3,H,W]; padded by edge replication to the model's downsampling factor (as
+    `CompressAICodec` does) and cropped back. Rounding the latent without the entropy model's means
+    is exact for scale-only hyperpriors (bmshj2018) and an approximation for mean-scale models.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        if not (hasattr(model, "g_a") and hasattr(model, "g_s")):
+            raise CodecError(
+                f"{type(model).__name__} has no g_a/g_s transforms: not a CompressAI model"
+            )
+        self.model = model.eval().requires_grad_(False)
+        self.multiple = int(getattr(model, "downsampling_factor", 64))
+
+    def forward(self, x: Tensor) -> Tensor:
+        padded, (h, w) = pad_to_multiple(x, self.multiple)
+        return self.model.g_s(_round_ste(self.model.g_a(padded)))[..., :h, :w].clamp(0, 1)
+
+
 class CompressAICodec:
     """Any CompressAI `CompressionModel` as a Codec (zoo models, tiny test models, project models).
 
@@ -122,6 +152,10 @@ class CompressAICodec:
         except (RuntimeError, ValueError, IndexError) as exc:
             raise CodecError(f"{self.name} payload cannot be decoded: {exc}") from None
         return quantize(x_hat[..., :height, :width])
+
+    def operator(self) -> CompressAIOperator:
+        """The codec as a differentiable operator (the slow preset's DPS constraint)."""
+        return CompressAIOperator(self.model)
 
     def check_params(self, params: dict) -> None:
         """Refuse a file encoded with other weights than the ones loaded here."""
@@ -164,8 +198,6 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise WeightsUnavailable(f"weights file {path} does not exist")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)

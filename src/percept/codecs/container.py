@@ -20,10 +20,13 @@ from __future__ import annotations
 import json
 import re
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 
+from percept.codecs.jpeg_consistency import projector_for
+from percept.codecs.registry import codec_names, codec_options, get_codec
 from percept.codecs.varint import encode_varint as _varint
 from percept.errors import ContainerError
 
@@ -197,8 +200,6 @@ def unpack(data: bytes, known_codecs: set[str] | None = None) -> Record:
             f"CRC32 mismatch: the file is corrupted (stored {stored:#010x}, computed {computed:#010x})"
         )
     if known_codecs is None:
-        from percept.codecs import codec_names
-
         known_codecs = set(codec_names())
     if codec_id not in known_codecs:
         raise ContainerError(
@@ -232,8 +233,6 @@ def decode_file(data: bytes, **options) -> tuple[torch.Tensor, Record]:
     cannot be downloaded). A codec may check the header's parameters against what it was given
     (`check_params`), e.g. that the weights are the ones that encoded the file.
     """
-    from percept.codecs.registry import codec_options, get_codec
-
     record = unpack(data)
     quality = record.params.get("quality")
     if isinstance(quality, bool) or not isinstance(quality, int):
@@ -253,3 +252,17 @@ def decode_file(data: bytes, **options) -> tuple[torch.Tensor, Record]:
             f"{record.height}x{record.width}: the file is inconsistent"
         )
     return x, record
+
+
+def decode_all(images: Mapping[str, torch.Tensor], codec, consistency: bool = False):
+    """(names, originals, decoded, bpps, projections): every image through the codec's real bytes;
+    with `consistency`, each file's JPEG consistency projection (else None per image)."""
+    names = list(images)
+    originals = [images[n] for n in names]
+    decoded, bpps, projections = [], [], []
+    for x in originals:
+        x_hat, record = decode_file(encode_image(x, codec))
+        decoded.append(x_hat)
+        bpps.append(record.bpp)
+        projections.append(projector_for(record.codec, record.payload) if consistency else None)
+    return names, originals, decoded, bpps, projections

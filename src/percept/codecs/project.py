@@ -17,8 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
+from percept.codecs import CompressAICodec, register_codec
+from percept.codecs.registry import import_quietly
 from percept.errors import CodecError, WeightsUnavailable
+from percept.hub import zoo
 
 if TYPE_CHECKING:
     from compressai.models import CompressionModel
@@ -48,7 +53,6 @@ def build_model(architecture: str, N: int, M: int) -> CompressionModel:
         raise ValueError(
             f"unknown codec architecture {architecture!r}: choose from {', '.join(ARCHITECTURES)}"
         )
-    from percept.codecs.registry import import_quietly
 
     models = import_quietly("compressai.models")
     return getattr(models, ARCHITECTURES[architecture])(N=N, M=M)
@@ -64,7 +68,6 @@ def save_trained_codec(
     (the loader copies them into float32 parameters); buffers (CDF tables, the Gaussian conditional's
     scale table) keep their dtype, since rounding them would change the coder.
     """
-    from safetensors.torch import save_file
 
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -86,7 +89,6 @@ def save_trained_codec(
 
 def read_codec_config(path: str | os.PathLike) -> dict:
     """The config JSON stored in a trained codec file's metadata."""
-    from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}
@@ -101,7 +103,6 @@ def load_trained_codec(
     path: str | os.PathLike, device: str = "cpu"
 ) -> tuple[CompressionModel, dict]:
     """Rebuild the network from a trained codec file; returns (model in eval mode, config)."""
-    from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
@@ -122,12 +123,6 @@ def project_codec_path(name: str, quality: int) -> Path:
     entries = PROJECT_CODECS[name]
     if quality not in entries:
         raise CodecError(f"{name} has qualities {min(entries)}..{max(entries)}, not {quality}")
-    try:
-        from percept.hub import zoo
-    except ImportError:
-        raise WeightsUnavailable(
-            f"{name} q{quality} needs the project zoo (percept.hub.zoo), which this install lacks"
-        ) from None
     return Path(zoo.weights_path(entries[quality]))
 
 
@@ -139,8 +134,6 @@ def load_project_model(name: str, quality: int, device: str = "cpu") -> Compress
 
 def _factory(name: str):
     def make(quality: int):
-        from percept.codecs import CompressAICodec
-
         return CompressAICodec(load_project_model(name, quality), name, quality)
 
     return make
@@ -148,7 +141,6 @@ def _factory(name: str):
 
 def register_project_codecs() -> None:
     """Add the project's trained codecs to the codec registry (called by percept.codecs on import)."""
-    from percept.codecs import register_codec
 
     for name, entries in PROJECT_CODECS.items():
         info = {

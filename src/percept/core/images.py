@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -103,7 +104,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def save_png(x: torch.Tensor | Image.Image, path: str | os.PathLike) -> None:
     """Save a tensor in [0,1] (or a Pillow image) as PNG, atomically."""
-    import io
 
     img = x if isinstance(x, Image.Image) else tensor_to_pil(x)
     buf = io.BytesIO()

@@ -7,6 +7,8 @@ import platform
 import subprocess
 from pathlib import Path
 
+import torch
+
 import percept
 
 
@@ -25,7 +27,6 @@ def git_commit() -> str | None:
 
 def environment() -> dict:
     """A small dict for results files: versions, commit, device."""
-    import torch
 
     device = (
         torch.cuda.get_device_name(0)

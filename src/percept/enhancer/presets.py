@@ -15,33 +15,26 @@ and the Euler SDE solver best beyond that (approximation error dominates, SDEs c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
+from percept.core.denoiser import is_consistency_model
+from percept.core.precision import PRECISIONS, native_bf16
+from percept.core.samplers import SAMPLERS
 from percept.core.schedules import SIGMA_MIN
 from percept.errors import PerceptError
 
-# How the network's arithmetic runs (`enhance(precision=...)`, `percept decode --precision`).
-PRECISIONS = ("fp32", "bf16")
-
-
-def native_bf16(device: str = "cpu") -> bool:
-    """Whether bf16 autocast runs on hardware bf16 here: CUDA devices that support it, CPUs with
-    AVX512-BF16 or AMX. Elsewhere PyTorch emulates it, and it is far slower than fp32: a 3x3
-    convolution measured 84x slower on an AVX2-only AMD EPYC (the training configs' bf16 is then
-    dropped, see `percept.training.runtime.bf16_for`)."""
-    import torch
-
-    if str(device).startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    if any(callable(getattr(torch.cpu, name, None)) for name in probes):
-        return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-    try:  # older PyTorch: the kernel's CPU flags
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+__all__ = [
+    "PRECISIONS",
+    "PRESETS",
+    "EnhancerConfig",
+    "Preset",
+    "as_config",
+    "check_preset",
+    "get_preset",
+    "is_consistency_model",
+    "native_bf16",
+]
 
 
 @dataclass(frozen=True)
@@ -107,19 +100,113 @@ def get_preset(name: str) -> Preset:
         raise PerceptError(f"unknown preset {name!r}: choose from {', '.join(PRESETS)}") from None
 
 
-def is_consistency_model(denoiser) -> bool:
-    """True for one-step models: an `is_consistency_model` attribute, else percept's ConsistencyDenoiser."""
-    flag = getattr(denoiser, "is_consistency_model", None)
-    if flag is not None:
-        return bool(flag)
-    inner = getattr(denoiser, "denoiser", None)  # wrappers such as TiledDenoiser
-    if inner is not None:
-        return is_consistency_model(inner)
-    try:
-        from percept.models import ConsistencyDenoiser
-    except ImportError:
-        return False
-    return isinstance(denoiser, ConsistencyDenoiser)
+CONSISTENCY_SUFFIX = "+consistency"
+
+
+@dataclass(frozen=True)
+class EnhancerConfig:
+    """One enhancer setting: a preset (or an explicit sampler), its steps and DPS weight, and
+    whether every estimate is projected into the JPEG file's quantisation cells (`consistency`).
+
+    Frozen and hashable. `key` is its one name: the calibration table's preset part, what a file
+    header's signalled sigma is matched on and what an evaluation method says after `enhance:`.
+    A setting that samples differently gets a different key, so a sigma calibrated for one is
+    never applied to another: `medium` (its own 6 steps), `medium@20`, `euler@2`,
+    `fast+consistency`, `slow~zeta0.5`. `EnhancerConfig.from_key` reads a key back.
+    """
+
+    preset: str = "medium"
+    steps: int | None = None
+    zeta: float | None = None
+    consistency: bool = False
+    sampler: str | None = None  # an explicit sampler instead of a preset (then `preset` is unused)
+
+    def __post_init__(self) -> None:
+        if self.sampler is not None:
+            if self.sampler not in SAMPLERS:
+                raise PerceptError(
+                    f"unknown sampler {self.sampler!r}: choose from {', '.join(SAMPLERS)}"
+                )
+            object.__setattr__(self, "preset", self.sampler)
+        else:
+            get_preset(self.preset)
+        if self.steps is not None:
+            if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+                raise PerceptError(f"steps must be a whole number >= 1, got {self.steps!r}")
+            if self.sampler is None and self.steps == PRESETS[self.preset].steps:
+                object.__setattr__(self, "steps", None)  # the preset's own: one key per setting
+        if self.zeta is not None:
+            if not (isinstance(self.zeta, (int, float)) and math.isfinite(self.zeta) and self.zeta >= 0):
+                raise PerceptError(f"zeta must be a finite number >= 0, got {self.zeta!r}")
+            if float(self.zeta) == self._base().zeta:
+                object.__setattr__(self, "zeta", None)
+            else:
+                object.__setattr__(self, "zeta", float(self.zeta))
+        object.__setattr__(self, "consistency", bool(self.consistency))
+
+    def _base(self) -> Preset:
+        if self.sampler is None:
+            return PRESETS[self.preset]
+        like = next((p for p in PRESETS.values() if p.sampler == self.sampler), PRESETS["medium"])
+        return Preset(
+            self.sampler,
+            self.sampler,
+            like.steps,
+            zeta=like.zeta,
+            needs_consistency_model=like.needs_consistency_model and like.sampler == self.sampler,
+            needs_differentiable_codec=self.sampler == "dps",
+        )
+
+    @property
+    def schedule(self) -> Preset:
+        """The resolved preset: sampler, steps, schedule and what it needs."""
+        p = self._base().with_steps(self.steps)
+        p = p if self.zeta is None else replace(p, zeta=self.zeta)
+        return replace(p, name=self.key)
+
+    @property
+    def uses_consistency_model(self) -> bool:
+        return self.schedule.sampler == "consistency"
+
+    @property
+    def key(self) -> str:
+        key = self.preset
+        if self.sampler is not None:
+            key += f"@{self.steps or self._base().steps}"
+        elif self.steps is not None:
+            key += f"@{self.steps}"
+        if self.zeta is not None:
+            key += f"~zeta{self.zeta:g}"
+        return key + (CONSISTENCY_SUFFIX if self.consistency else "")
+
+    @classmethod
+    def from_key(cls, key: str) -> EnhancerConfig:
+        """The config a `key` names (`medium`, `medium@20`, `euler@2`, `fast+consistency`, ...)."""
+        if not isinstance(key, str) or not key:
+            raise PerceptError(f"bad enhancer setting {key!r}: use a preset name such as medium")
+        rest, consistency = key.removesuffix(CONSISTENCY_SUFFIX), key.endswith(CONSISTENCY_SUFFIX)
+        rest, _, zeta = rest.partition("~zeta")
+        name, _, steps = rest.partition("@")
+        try:
+            n_steps = int(steps) if steps else None
+            z = float(zeta) if zeta else None
+        except ValueError:
+            raise PerceptError(
+                f"bad enhancer setting {key!r}: use PRESET[@STEPS][~zetaZ][+consistency]"
+            ) from None
+        if name in PRESETS:
+            return cls(name, n_steps, z, consistency)
+        if name in SAMPLERS:
+            return cls(steps=n_steps, zeta=z, consistency=consistency, sampler=name)
+        raise PerceptError(
+            f"unknown preset {name!r} in {key!r}: choose from {', '.join(PRESETS)} or a sampler "
+            f"({', '.join(SAMPLERS)}) with @STEPS"
+        )
+
+
+def as_config(setting: EnhancerConfig | str) -> EnhancerConfig:
+    """An EnhancerConfig from itself or its key."""
+    return setting if isinstance(setting, EnhancerConfig) else EnhancerConfig.from_key(setting)
 
 
 def check_preset(preset: Preset, denoiser, has_operator: bool) -> None:

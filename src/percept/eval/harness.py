@@ -13,31 +13,36 @@ rows as an uninterrupted one (timings aside).
 
 from __future__ import annotations
 
-import argparse
 import shutil
-import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from percept.codecs import get_codec
 from percept.codecs.container import bpp, decode_file, encode_image
+from percept.codecs.jpeg_consistency import projector_for
 from percept.core.images import load_image, quantize, save_png
 from percept.core.provenance import environment
-from percept.enhancer.calibrate import model_sha256
+from percept.enhancer.interpolate import interpolate
+from percept.enhancer.pipeline import Enhancer, check_sigma
+from percept.enhancer.presets import EnhancerConfig
+from percept.enhancer.table import model_sha256
 from percept.errors import PerceptError
 from percept.eval.results import (
     DEEP_METRICS,
     SCHEMA,
-    format_summary,
     image_metrics,
     load_results,
     save_results,
     set_metrics,
 )
+from percept.fusion.decode import decode_payload, fusion_name_for
+from percept.fusion.module import load_fusion
 from percept.hub.datasets import load_dataset
 
 
@@ -59,11 +64,12 @@ def parse_codecs(items: Sequence[str]) -> dict[str, list[int]]:
 
 
 def parse_method(method: str) -> tuple:
-    """ "decode" | "enhance:PRESET:SIGMA[:consistent]" | "interp:ALPHA" | "fuse:TAU" -> a tuple.
+    """ "decode" | "enhance:SETTING:SIGMA" | "interp:ALPHA" | "fuse:TAU" -> a tuple.
 
-    An enhance method parses to ("enhance", preset, sigma, consistent): with the ":consistent"
-    suffix its output is projected into the JPEG file's quantisation cells
-    (`percept.codecs.jpeg_consistency`; JPEG codecs only)."""
+    SETTING is an `EnhancerConfig` key (`medium`, `medium@20`, `fast+consistency`, ...); an enhance
+    method parses to ("enhance", config, sigma). A consistency setting projects its output into the
+    JPEG file's quantisation cells (`percept.codecs.jpeg_consistency`; JPEG codecs only). The
+    spelling "enhance:PRESET:SIGMA:consistent" of earlier results files means PRESET+consistency."""
     parts = method.split(":")
     try:
         if parts == ["decode"]:
@@ -71,8 +77,11 @@ def parse_method(method: str) -> tuple:
         if parts[0] == "enhance" and (
             len(parts) == 3 or (len(parts) == 4 and parts[3] == "consistent")
         ):
-            sigma = parts[2] if parts[2] == "auto" else float(parts[2])
-            return ("enhance", parts[1], sigma, len(parts) == 4)
+            config = EnhancerConfig.from_key(parts[1])
+            if len(parts) == 4:
+                config = replace(config, consistency=True)
+            sigma = parts[2] if parts[2] == "auto" else check_sigma(float(parts[2]))
+            return ("enhance", config, sigma)
         if parts[0] == "interp" and len(parts) == 2 and 0 <= float(parts[1]) <= 1:
             return ("interp", float(parts[1]))
         if parts[0] == "fuse" and len(parts) == 2 and 0 <= float(parts[1]) <= 1:
@@ -80,8 +89,9 @@ def parse_method(method: str) -> tuple:
     except ValueError:
         pass
     raise PerceptError(
-        f"bad method {method!r}: use decode, enhance:PRESET:SIGMA[:consistent] (SIGMA a number or "
-        "auto), interp:ALPHA (0..1) or fuse:TAU (0..1)"
+        f"bad method {method!r}: use decode, enhance:SETTING:SIGMA (SETTING a preset such as "
+        "medium, medium@20 or fast+consistency; SIGMA a number or auto), interp:ALPHA (0..1) or "
+        "fuse:TAU (0..1)"
     )
 
 
@@ -117,22 +127,16 @@ def output_images(out, results: dict, codec: str, quality: int, method: str) -> 
 
 def _uses_cm(parsed: tuple) -> bool:
     """Whether a parsed method runs the consistency sampler (the fast presets)."""
-    from percept.enhancer.presets import get_preset
-
-    return parsed[0] == "enhance" and get_preset(parsed[1]).sampler == "consistency"
+    return parsed[0] == "enhance" and parsed[1].uses_consistency_model
 
 
 def _outputs(x_hat, t_dec, parsed, methods, models, config, image, codec, quality, payload):
     """Each method's output image and its wall time (decode + whatever the method adds).
 
-    models: (prior, consistency model or None, {(codec, quality): fusion module}); a fast preset
-    runs on the consistency model. payload: the codec's bitstream (a consistent method projects
-    into its JPEG cells; a fuse method decodes it again through the fusion module, timed whole)."""
-    from percept.codecs.jpeg_consistency import projector_for
-    from percept.enhancer.interpolate import interpolate
-    from percept.enhancer.pipeline import enhance_image
-    from percept.fusion.decode import decode_payload
-
+    models: (an Enhancer or None, {(codec, quality): fusion module}); the Enhancer runs each
+    method's setting on the model it needs. payload: the codec's bitstream (a consistency setting
+    projects into its JPEG cells; a fuse method decodes it again through the fusion module, timed
+    whole)."""
     outs: dict[str, tuple[torch.Tensor, float]] = {}
     first_enhanced = next((m for m, p in zip(methods, parsed) if p[0] == "enhance"), None)
     for method, p in sorted(zip(methods, parsed), key=lambda mp: mp[1][0] == "interp"):
@@ -141,20 +145,16 @@ def _outputs(x_hat, t_dec, parsed, methods, models, config, image, codec, qualit
             y, extra = x_hat, 0.0
         elif p[0] == "fuse":
             generator = _seed_for(config["seed"], image, codec, quality, method)
-            y = decode_payload(models[2][(codec, quality)], payload, p[1], generator)
+            y = decode_payload(models[1][(codec, quality)], payload, p[1], generator)
             extra = time.perf_counter() - start - t_dec  # the fused decode replaces the plain one
         elif p[0] == "enhance":
-            cm = _uses_cm(p) and models[1] is not None
-            y = enhance_image(
+            enhancer = models[0].with_config(p[1])
+            sigma = enhancer.table_sigma(codec, quality) if p[2] == "auto" else p[2]
+            y = enhancer(
                 x_hat,
-                models[1] if cm else models[0],
-                p[2],
-                p[1],
+                sigma,
                 generator=_seed_for(config["seed"], image, codec, quality, method),
-                codec=codec,
-                quality=quality,
-                prior_name=config["consistency_model"] if cm else config["prior"],
-                project=projector_for(codec, payload) if p[3] else None,
+                project=projector_for(codec, payload) if p[1].consistency else None,
             )
             extra = time.perf_counter() - start
         else:
@@ -206,8 +206,6 @@ def run(
     run on ``prior``, which must then be a consistency model itself. Sigma "auto" looks up the
     calibration of the model that runs the method.
     """
-    from percept.codecs import get_codec
-
     out = Path(out)
     parsed = [parse_method(m) for m in methods]
     unknown = set(deep_metrics) - set(DEEP_METRICS)
@@ -224,15 +222,13 @@ def run(
     if any(p[0] == "interp" for p in parsed) and not any(p[0] == "enhance" for p in parsed):
         raise PerceptError("interp:ALPHA blends the decode with an enhance method: add one")
     others = sorted(c for c in codecs if c != "jpeg")
-    if any(p[0] == "enhance" and p[3] for p in parsed) and others:
+    if any(p[0] == "enhance" and p[1].consistency for p in parsed) and others:
         raise PerceptError(
-            "enhance:...:consistent projects into a JPEG file's quantisation cells; "
+            "a consistency setting (enhance:PRESET+consistency:SIGMA) projects into a JPEG file's quantisation cells; "
             f"{', '.join(others)} has none: evaluate it in a separate run"
         )
     fusion_names = {}
     if any(p[0] == "fuse" for p in parsed):
-        from percept.fusion.decode import fusion_name_for
-
         fusion_names = {(c, q): fusion_name_for(c, q) for c, qs in codecs.items() for q in qs}
     coders = {(c, q): get_codec(c, q) for c, qs in codecs.items() for q in qs}  # fail before work
     config = {
@@ -274,19 +270,11 @@ def run(
             f"{out} has results for {len(beyond)} images beyond --limit {limit}: raise the limit, "
             "use another --out or --overwrite"
         )
-    models = (None, None, {})
+    models = (None, {})
     if prior:
-        from percept.enhancer.pipeline import load_prior
-
-        models = (
-            load_prior(prior),
-            load_prior(consistency_model) if consistency_model else None,
-            {},
-        )
+        models = (Enhancer.from_pretrained(prior, consistency_model=consistency_model), {})
     if fusion_names:
-        from percept.fusion.module import load_fusion
-
-        models[2].update({key: load_fusion(name) for key, name in fusion_names.items()})
+        models[1].update({key: load_fusion(name) for key, name in fusion_names.items()})
     results = {
         "schema": SCHEMA,
         "name": name or out.stem,
@@ -344,79 +332,3 @@ def run(
     results["cells"] = _cells(images, config, cache, deep_metrics, progress)
     flush()
     return results
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse errors are user errors: exit 2 via PerceptError
-        raise PerceptError(message)
-
-
-_OPTIONS: list[tuple[str, dict]] = [
-    ("--dataset", {"default": "kodak", "help": "kodak, imagenet-sample[:val], skimage, a folder"}),
-    ("--crop", {"help": "centerN (scale + crop, paper 1) or cropN"}),
-    ("--limit", {"type": int, "help": "only the first N images (a larger N extends a run)"}),
-    ("--codecs", {"nargs": "+", "required": True, "help": "NAME:Q1,Q2,... e.g. jpeg:5,15,30"}),
-    (
-        "--methods",
-        {
-            "nargs": "+",
-            "default": ["decode"],
-            "help": "decode | enhance:P:S[:consistent] | interp:A | fuse:TAU",
-        },
-    ),
-    ("--prior", {"help": "prior for enhance methods (zoo name, file, diffusers folder)"}),
-    ("--consistency-model", {"help": "runs the fast presets' methods, e.g. percept-cm-s"}),
-    ("--sigmas", {"nargs": "+", "default": [], "help": "adds enhance:PRESET:SIGMA for each"}),
-    ("--preset", {"default": "medium", "help": "the preset used with --sigmas"}),
-    ("--seed", {"type": int, "default": 0, "help": "seed of the enhancer's noise"}),
-    ("--swd-seeds", {"type": int, "nargs": "+", "default": [0, 1, 2, 3]}),
-    ("--deep-metrics", {"nargs": "*", "default": list(DEEP_METRICS), "help": "lpips fid, or none"}),
-    ("--out", {"required": True, "help": "results JSON (output PNGs go to OUT_STEM.images/)"}),
-    ("--name", {}),
-    ("--description", {"default": ""}),
-    ("--overwrite", {"action": "store_true", "help": "discard a previous run in --out"}),
-    ("--no-progress", {"action": "store_true"}),
-]
-_RUN_KEYS = (
-    "crop",
-    "limit",
-    "prior",
-    "consistency_model",
-    "seed",
-    "swd_seeds",
-    "deep_metrics",
-    "name",
-    "description",
-)
-
-
-def main(argv: list[str]) -> int:
-    """`percept eval [options]` runs a grid; `percept eval summary FILE [--reference CODEC]` prints one."""
-    args = list(argv[1:])
-    if args[:1] == ["summary"]:
-        p = _Parser(prog="percept eval summary")
-        p.add_argument("file")
-        p.add_argument("--reference", default=None)
-        a = p.parse_args(args[1:])
-        results = load_results(a.file)
-        print(format_summary(results, a.reference))
-        return 0
-    parser = _Parser(prog="percept eval", description=__doc__.split("\n")[0])
-    for flag, kwargs in _OPTIONS:
-        parser.add_argument(flag, **kwargs)
-    a = parser.parse_args(args)
-    out = Path(a.out)
-    if not out.parent.is_dir():
-        raise PerceptError(f"cannot write {out}: directory {out.parent} does not exist")
-    methods = list(a.methods) + [f"enhance:{a.preset}:{s}" for s in a.sigmas]
-    start = time.perf_counter()
-    results = run(
-        a.dataset, parse_codecs(a.codecs), methods, out=out, overwrite=a.overwrite,
-        progress=not a.no_progress, **{k: getattr(a, k) for k in _RUN_KEYS},
-    )  # fmt: skip
-    print(format_summary(results))
-    print(
-        f"\nwrote {out} ({len(results['rows'])} rows) in {time.perf_counter() - start:.1f} s",
-        file=sys.stderr,
-    )
-    return 0

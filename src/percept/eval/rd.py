@@ -12,9 +12,12 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from percept.codecs import get_codec
+from percept.codecs.container import decode_file, encode_image
 from percept.core.images import load_image
 from percept.errors import PerceptError
 from percept.hub.data import SKIMAGE_PHOTOS, kodak_dir, kodak_paths, skimage_photo
+from percept.metrics import bd_rate, psnr
 
 
 def evaluation_images(images: int | Sequence[str]) -> tuple[dict[str, torch.Tensor], str]:
@@ -63,9 +66,6 @@ def rd_sweep(
     Returns one row per (image, codec, quality) with the file size in bytes, bpp = 8 * bytes / (H * W)
     and PSNR in dB on the 8-bit grid (`percept.metrics.psnr`).
     """
-    from percept.codecs import get_codec
-    from percept.codecs.container import decode_file, encode_image
-    from percept.metrics import psnr
 
     jobs = [
         (name, codec, q)
@@ -107,7 +107,6 @@ def bd_rates(curves: pd.DataFrame, anchor: str) -> pd.Series:
 
     NaN where the two curves' PSNR ranges do not overlap (`percept.metrics.bd_rate`).
     """
-    from percept.metrics import bd_rate
 
     if anchor not in set(curves["codec"]):
         raise PerceptError(f"anchor codec {anchor!r} is not in the sweep: add it to the codecs")

@@ -17,26 +17,14 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from percept.codecs.container import decode_file, encode_image
+from percept.codecs.container import bpp, decode_all, decode_file, encode_image
+from percept.codecs.jpeg_consistency import projector_for
 from percept.core.images import quantize
-from percept.enhancer.pipeline import enhance
+from percept.enhancer.pipeline import Enhancer, enhance, operator_for_codec
+from percept.enhancer.presets import EnhancerConfig
+from percept.enhancer.signalling import signal_sigma, signalled_entry
+from percept.errors import PerceptError
 from percept.metrics import mse, psnr, swd, swd_gain
-
-
-def _decode_all(images: Mapping[str, torch.Tensor], codec, consistency: bool = False):
-    """(names, originals, decoded, bpps, projections): every image through the codec's real bytes;
-    with `consistency`, each file's JPEG consistency projection (else None per image)."""
-    names = list(images)
-    originals = [images[n] for n in names]
-    from percept.codecs.jpeg_consistency import projector_for
-
-    decoded, bpps, projections = [], [], []
-    for x in originals:
-        x_hat, record = decode_file(encode_image(x, codec))
-        decoded.append(x_hat)
-        bpps.append(record.bpp)
-        projections.append(projector_for(record.codec, record.payload) if consistency else None)
-    return names, originals, decoded, bpps, projections
 
 
 def _enhance_all(
@@ -85,7 +73,7 @@ def sigma_sweep(
     (`percept.codecs.jpeg_consistency`).
     """
     sigmas = sorted({0.0, *map(float, sigmas)})
-    names, originals, decoded, bpps, projections = _decode_all(images, codec, consistency)
+    names, originals, decoded, bpps, projections = decode_all(images, codec, consistency)
     opts = {"seeds": swd_seeds, "patches_per_image": patches_per_image}
     floor = swd(originals, originals, **opts)
     rows, summary = [], []
@@ -152,11 +140,9 @@ def signalled_sweep(
     Returns (per-image rows with each image's `sigma`, a two-row summary like `sigma_sweep`'s with
     `mode` "decode" and "signalled"; the signalled row's bpp counts the header entry, its `sigma`
     is the median over images)."""
-    from percept.codecs.container import bpp
-    from percept.codecs.jpeg_consistency import projector_for
-    from percept.enhancer.pipeline import enhance_image
-    from percept.enhancer.signalling import signal_sigma, signalled_entry
-
+    enhancer = Enhancer(
+        denoiser, EnhancerConfig(preset, consistency=consistency), prior_name=prior
+    )
     names = list(images)
     originals = [images[n] for n in names]
     opts = {"seeds": swd_seeds, "patches_per_image": patches_per_image}
@@ -164,15 +150,11 @@ def signalled_sweep(
     decoded, outputs, sigmas, rows, signalled_rows = [], [], [], [], []
     for i, x in enumerate(tqdm(originals, desc="signal + enhance", disable=not progress)):
         plain = encode_image(x, codec)
-        data, _ = signal_sigma(plain, x, prior, preset, seed=seed + i, target=target,
-                               denoiser=denoiser, consistency=consistency)  # fmt: skip
+        data, _ = signal_sigma(plain, x, enhancer, seed=seed + i, target=target)
         x_hat, record = decode_file(data)  # the same payload as `plain`: the same decode
-        entry, _ = signalled_entry(record, preset, prior, consistency=consistency)
+        entry, _ = signalled_entry(record, enhancer)
         project = projector_for(record.codec, record.payload) if consistency else None
-        y = enhance_image(
-            x_hat, denoiser, entry["sigma"], preset, seed=entry["seed"], project=project
-        )
-        y = quantize(y)
+        y = quantize(enhancer(x_hat, entry["sigma"], seed=entry["seed"], project=project))
         decoded.append(x_hat)
         outputs.append(y)
         sigmas.append(entry["sigma"])
@@ -213,10 +195,8 @@ def preset_sweep(
     without a differentiable codec) gets a row saying why instead of numbers. `consistency_model`,
     when given, runs the consistency-sampler methods (the fast presets) in place of `denoiser`.
     """
-    from percept.enhancer.pipeline import resolve_preset
-    from percept.errors import PerceptError
-
-    names, originals, decoded, bpps, _ = _decode_all(images, codec)
+    operator = operator_for_codec(codec)
+    names, originals, decoded, bpps, _ = decode_all(images, codec)
     floor = swd(originals, originals, seeds=swd_seeds)
     rows, summary = [], []
     plain = swd(originals, decoded, seeds=swd_seeds)
@@ -227,10 +207,12 @@ def preset_sweep(
         for n, x, d, b in zip(names, originals, decoded, bpps)
     ]
     for method in tqdm(list(methods), desc="presets", disable=not progress):
-        preset, sampler, steps = (
-            (method, None, None) if isinstance(method, str) else (None, *method)
-        )
-        p = resolve_preset(preset, sampler, steps, None)
+        p = (
+            EnhancerConfig.from_key(method)
+            if isinstance(method, str)
+            else EnhancerConfig(sampler=method[0], steps=method[1])
+        ).schedule
+        sampler, steps = (None, None) if isinstance(method, str) else method
         label = method if isinstance(method, str) else f"{sampler} x{steps}"
         outputs, seconds = [], []
         use_cm = p.sampler == "consistency" and consistency_model is not None
@@ -239,7 +221,7 @@ def preset_sweep(
             for i, x_hat in enumerate(decoded):
                 gen = torch.Generator().manual_seed(seed + i)
                 t0 = time.perf_counter()
-                y = enhance(x_hat, model, float(sigma), p, generator=gen, codec=codec)
+                y = enhance(x_hat, model, float(sigma), p.name, generator=gen, operator=operator)
                 seconds.append(time.perf_counter() - t0)
                 outputs.append(quantize(y))
         except PerceptError as exc:
@@ -276,7 +258,7 @@ def level_breakdown(
     at `sigma` (`enhanced`; per-image seeds as in `sigma_sweep`). One row per (output, level); the
     mean over levels of a row set is the `swd` the sweeps report. `consistency`: as in
     `sigma_sweep`."""
-    _, originals, decoded, _, projections = _decode_all(images, codec, consistency)
+    _, originals, decoded, _, projections = decode_all(images, codec, consistency)
     enhanced = _enhance_all(decoded, denoiser, sigma, preset, seed, progress, projections)
     rows = []
     for output, test in (("floor", originals), ("decode", decoded), ("enhanced", enhanced)):

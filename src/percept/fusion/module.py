@@ -27,6 +27,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from percept.codecs.project import load_project_model
 from percept.core.samplers import (
     Generators,
     per_image_generators,
@@ -183,8 +184,6 @@ def load_fusion(name_or_path, *, codec_model: nn.Module | None = None) -> Latent
     denoiser = LatentDenoiser(net)
     denoiser.load_state_dict({k: v.float() for k, v in state.items()})
     if codec_model is None:
-        from percept.codecs.project import load_project_model
-
         codec_model = load_project_model(card["codec"], int(card["quality"]))
     sampling = FusionSampling(**card["sampling"])
     return LatentFusion(codec_model, denoiser.requires_grad_(False), codec_name=card["codec"],

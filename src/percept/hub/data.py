@@ -9,8 +9,10 @@ import os
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from percept.core.images import load_image, pil_to_tensor
+from percept.errors import PerceptError
 
 KODAK_NAMES = [f"kodim{i:02d}.png" for i in range(1, 25)]
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
@@ -72,7 +74,6 @@ def imagenet_sample_paths(split: str = "train") -> list[Path]:
 def skimage_photo(name: str) -> torch.Tensor:
     """One of scikit-image's bundled images (SKIMAGE_PHOTOS or SKIMAGE_OUT_OF_DOMAIN) as [1,3,H,W]
     in [0,1]; grey images are repeated over the three channels."""
-    from PIL import Image
     from skimage import data as skdata
 
     if name not in SKIMAGE_PHOTOS + SKIMAGE_OUT_OF_DOMAIN:
@@ -87,7 +88,6 @@ def skimage_photo(name: str) -> torch.Tensor:
 
 def named_image(name: str) -> torch.Tensor:
     """A Kodak image by name ("kodim15", needs PERCEPT_DATA) or a scikit-image image, [1,3,H,W]."""
-    from percept.errors import PerceptError
 
     if name.startswith("kodim"):
         by_name = {p.stem: p for p in kodak_paths()}

@@ -14,16 +14,18 @@ distortion, a perceptual full-reference and a realism column.
 
 from __future__ import annotations
 
-from percept.errors import PerceptError
-
-
-class MetricUnavailable(PerceptError):
-    """A metric cannot be computed here (missing weights or package); the message says what to supply."""
-
-
-from percept.metrics.bjontegaard import bd_metric, bd_rate  # noqa: E402
-from percept.metrics.distortion import ms_ssim, mse, psnr, ssimulacra2  # noqa: E402
-from percept.metrics.realism import (  # noqa: E402
+from percept.errors import MetricUnavailable
+from percept.metrics.bjontegaard import bd_metric, bd_rate
+from percept.metrics.deep import (
+    fid,
+    fid256_patches,
+    inception_features,
+    kid,
+    lpips,
+    weights_path,
+)
+from percept.metrics.distortion import ms_ssim, mse, psnr, ssimulacra2
+from percept.metrics.realism import (
     SWDGain,
     SWDResult,
     frechet_distance,
@@ -32,9 +34,7 @@ from percept.metrics.realism import (  # noqa: E402
     swd,
     swd_gain,
 )
-from percept.metrics.timing import Timing, time_decode  # noqa: E402
-
-_DEEP = ("lpips", "fid", "kid", "inception_features", "fid256_patches", "weights_path")
+from percept.metrics.timing import Timing, time_decode
 
 __all__ = [
     "MetricUnavailable",
@@ -53,14 +53,10 @@ __all__ = [
     "swd",
     "swd_gain",
     "time_decode",
-    *_DEEP,
+    "lpips",
+    "fid",
+    "kid",
+    "inception_features",
+    "fid256_patches",
+    "weights_path",
 ]
-
-
-def __getattr__(name: str):
-    # Lazy: the deep metrics import lpips and pytorch-fid, which the weight-free paths do not need.
-    if name in _DEEP:
-        from percept.metrics import deep
-
-        return getattr(deep, name)
-    raise AttributeError(f"module 'percept.metrics' has no attribute {name!r}")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from percept.metrics import MetricUnavailable
+from percept.errors import MetricUnavailable
 from percept.metrics.realism import feature_statistics, frechet_distance, kernel_distance
 
 

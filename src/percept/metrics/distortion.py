@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from percept.core.images import quantize, tensor_to_pil
+from percept.errors import MetricUnavailable
 
 SSIMULACRA2_REQUIREMENT = "ssimulacra2==0.3.0"
 
@@ -73,8 +74,6 @@ def ssimulacra2(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     try:
         from ssimulacra2 import compute_ssimulacra2
     except ImportError:
-        from percept.metrics import MetricUnavailable
-
         raise MetricUnavailable(
             f"SSIMULACRA 2 needs the ssimulacra2 package: pip install '{SSIMULACRA2_REQUIREMENT}'"
         ) from None

@@ -37,6 +37,8 @@ class ConsistencyDenoiser(nn.Module):
     was distilled on) lets the enhancer warn when asked for more, where one step extrapolates.
     """
 
+    is_consistency_model = True  # the denoiser contract, `percept.core.denoiser`
+
     def __init__(
         self,
         net: nn.Module,

@@ -40,6 +40,8 @@ def as_batch_sigma(sigma: Tensor | float, x: Tensor) -> Tensor:
 class EDMDenoiser(nn.Module):
     """`EDMDenoiser(net)(x, sigma) -> D(x)`, the estimate of x0 (the project's Denoiser)."""
 
+    is_consistency_model = False  # the denoiser contract, `percept.core.denoiser`
+
     def __init__(self, net: nn.Module, sigma_data: float = SIGMA_DATA) -> None:
         super().__init__()
         self.net = net

@@ -153,7 +153,6 @@ def pack_photos(
     54 MiB). Downscaling also averages away most of the originals' JPEG artefacts; a model trained on
     it has seen photos at about 0.65x their native scale. `limit`: the first N files of the folder.
     Returns the metadata also written to `out`/pack.json, with the folder's size in MiB."""
-    from percept.hub.data import imagenet_sample_paths
 
     if short_side < 64 or not 1 <= quality <= 100:
         raise PerceptError("pack-photos: --short-side must be >= 64 and --quality in 1..100")

@@ -7,6 +7,8 @@ so a run killed mid-write keeps its previous checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import hashlib
 import json
 import math
@@ -21,8 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from percept.core.precision import native_bf16
 from percept.errors import PerceptError
 from percept.hub.runs import CHECKPOINT, LOG, read_log
+from percept.hub.zoo import thin
 
 
 def packaged_config_names(prefix: str) -> list[str]:
@@ -61,7 +65,6 @@ def lock_run(run_dir: Path):
     Two processes training into one directory would interleave their logs and overwrite each
     other's checkpoints; the second one gets a clear error instead. The lock (flock) is released
     by the OS when the process ends, so a killed run never leaves a stale lock behind."""
-    import fcntl
 
     handle = open(Path(run_dir) / ".lock", "a")  # noqa: SIM115 - held open on purpose
     try:
@@ -88,7 +91,6 @@ def append_log(run_dir: Path, record: dict[str, Any]) -> None:
 def bf16_for(requested: bool, device, run_dir: Path | None = None, step: int = 0) -> bool:
     """The config's bf16 where the device computes it natively (`percept.enhancer.presets.native_bf16`);
     otherwise fp32, said on stderr and in the run's log (emulated bf16 is many times slower)."""
-    from percept.enhancer.presets import native_bf16
 
     if not requested or native_bf16(str(device)):
         return requested
@@ -138,7 +140,6 @@ def lineage(run_dir: Path, batch_size: int, step: int) -> dict[str, Any]:
         images_seen = (
             int(source.get("images_seen", start * batch_size)) + (step - start) * batch_size
         )
-    from percept.hub.zoo import thin
 
     history["loss"] = thin(history["loss"])
     return {"commands": commands, "history": history, "images_seen": images_seen}
@@ -217,9 +218,7 @@ class Timer:
 def config_from_dict(cls, d: dict, kind: str):
     """Build a training-config dataclass from JSON, refusing unknown keys (a typo would otherwise
     silently train with a default)."""
-    import dataclasses
 
-    from percept.errors import PerceptError
 
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - known)
@@ -233,7 +232,6 @@ def config_from_dict(cls, d: dict, kind: str):
 
 def config_to_dict(cfg) -> dict:
     """The JSON form of a training config (tuples as lists, so it compares equal after a reload)."""
-    import dataclasses
 
     d = dataclasses.asdict(cfg)
     d["scale_range"] = list(cfg.scale_range)
