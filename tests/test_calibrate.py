@@ -7,14 +7,10 @@ import json
 import pytest
 import torch
 
-from percept.enhancer.calibrate import (
-    CalibrationMissing,
-    bisect_log_sigma,
-    calibrate_sigma,
-    lookup_sigma,
-    store_sigma,
-)
-from percept.enhancer.pipeline import enhance
+from percept.enhancer.calibrate import bisect_log_sigma, calibrate_sigma
+from percept.enhancer.pipeline import Enhancer, enhance
+from percept.enhancer.presets import EnhancerConfig
+from percept.enhancer.table import CalibrationMissing, lookup_sigma, store_sigma
 from percept.errors import PerceptError
 from percept.models import GaussianMixtureDenoiser
 
@@ -71,7 +67,7 @@ def test_bisection_on_a_known_curve():
 
 def test_table_store_and_lookup(tmp_path):
     path = tmp_path / "calibration.json"
-    with pytest.raises(CalibrationMissing, match="--prior edm-s --preset medium"):
+    with pytest.raises(CalibrationMissing, match="percept calibrate --codec jpeg --quality 10 --prior edm-s --preset medium`"):
         lookup_sigma("jpeg", 10, "edm-s", "medium", path=path)
     store_sigma("jpeg", 10, "edm-s", "medium", 0.21, {"mse_ratio": 1.98, "images": 16}, path=path)
     store_sigma("jpeg", 20, "edm-s", "medium", 0.15, path=path)
@@ -79,10 +75,43 @@ def test_table_store_and_lookup(tmp_path):
     assert lookup_sigma("jpeg", 20, "edm-s", "medium", path=path) == 0.15
 
 
+def test_each_setting_has_its_own_entry_steps_included(tmp_path, mixture, monkeypatch):
+    """Regression (issue 21): a 20-step medium decode once looked up the 6-step entry. The key of
+    an EnhancerConfig names its steps, so a setting never borrows another setting's sigma."""
+    path = tmp_path / "calibration.json"
+    store_sigma("jpeg", 10, "edm-s", "medium", 0.21, path=path)
+    assert lookup_sigma("jpeg", 10, "edm-s", EnhancerConfig("medium", steps=6), path=path) == 0.21
+    with pytest.raises(CalibrationMissing, match=r"medium@20: run `percept calibrate .* --steps 20`"):
+        lookup_sigma("jpeg", 10, "edm-s", EnhancerConfig("medium", steps=20), path=path)
+    store_sigma("jpeg", 10, "edm-s", EnhancerConfig("medium", steps=20), 0.4, path=path)
+    assert lookup_sigma("jpeg", 10, "edm-s", "medium@20", path=path) == 0.4
+    assert lookup_sigma("jpeg", 10, "edm-s", "medium", path=path) == 0.21
+    # the Enhancer (what `percept decode --sigma auto` and `percept eval` use) takes the same path
+    monkeypatch.setattr("percept.enhancer.table.table_path", lambda: path)
+    gmm = mixture[0]
+    for steps, sigma in ((None, 0.21), (6, 0.21), (20, 0.4)):
+        enhancer = Enhancer(gmm, EnhancerConfig("medium", steps), prior_name="edm-s")
+        assert enhancer.table_sigma("jpeg", 10) == sigma
+    with pytest.raises(CalibrationMissing, match="medium@12"):
+        Enhancer(gmm, EnhancerConfig("medium", 12), prior_name="edm-s").table_sigma("jpeg", 10)
+
+
+def test_setting_keys_round_trip_and_refuse_nonsense():
+    for key in ("medium", "medium@20", "fast-2", "euler@2", "fast+consistency", "slow~zeta0.5",
+                "medium-sde@10+consistency"):  # fmt: skip
+        assert EnhancerConfig.from_key(key).key == key
+        assert hash(EnhancerConfig.from_key(key)) == hash(EnhancerConfig.from_key(key))
+    assert EnhancerConfig.from_key("medium@6") == EnhancerConfig("medium")  # the preset's own steps
+    assert EnhancerConfig(sampler="dpmpp_2m").key == "dpmpp_2m@6"
+    for bad in ("", "warp", "medium@x", "medium@0", "medium@-1", "slow~zetanan"):
+        with pytest.raises(PerceptError):
+            EnhancerConfig.from_key(bad)
+
+
 def test_an_entry_calibrated_on_other_weights_is_refused_as_stale(tmp_path):
     import torch
 
-    from percept.enhancer.calibrate import model_sha256
+    from percept.enhancer.table import model_sha256
     from percept.hub.zoo import save_weights
     from percept.models import UNet, UNetConfig
 
@@ -107,7 +136,7 @@ def test_an_entry_calibrated_on_other_weights_is_refused_as_stale(tmp_path):
 
 
 def test_an_entry_for_a_learned_codec_is_refused_once_the_codec_is_republished(tmp_path):
-    from percept.enhancer.calibrate import codec_sha256
+    from percept.enhancer.table import codec_sha256
 
     current = codec_sha256("percept-hyperprior", 2)
     assert current is not None and len(current) == 64

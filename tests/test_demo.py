@@ -26,7 +26,7 @@ def _rows(printed: str) -> list[tuple[str, float, float, float, float]]:
 
 
 def test_demo_codes_decodes_enhances_and_labels_every_panel(small_photo, tmp_path, capsys):
-    from percept.enhancer.calibrate import lookup_sigma
+    from percept.enhancer.table import lookup_sigma
 
     out = tmp_path / "demo.png"
     assert main(["demo", "--out", str(out), "--panel", "96"]) == 0

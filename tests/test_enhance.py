@@ -8,16 +8,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from percept.cli.codec import _enhance_decoded as enhance_decoded
+from percept.codecs.compressai_codec import CompressAIOperator
+from percept.core.denoiser import is_consistency_model
 from percept.core.samplers import per_image_generators
 from percept.core.schedules import karras_sigmas
 from percept.enhancer.interpolate import interpolate
-from percept.enhancer.pipeline import (
-    CompressAIOperator,
-    enhance,
-    enhance_decoded,
-    operator_for_codec,
-)
-from percept.enhancer.presets import PRESETS, is_consistency_model
+from percept.enhancer.pipeline import Enhancer, enhance, operator_for_codec
+from percept.enhancer.presets import PRESETS, EnhancerConfig
 from percept.errors import PerceptError
 from percept.models import GaussianFlowMap, GaussianMixtureDenoiser
 
@@ -61,7 +59,7 @@ def test_contract_range_seed_and_batch_independence(images):
     torch.testing.assert_close(y[:1], first)
     gens = per_image_generators(torch.Generator().manual_seed(0), 3)
     last = enhance(
-        images[2:], shrink_denoiser, 0.5, sampler="euler_ancestral", steps=30, generator=[gens[2]]
+        images[2:], shrink_denoiser, 0.5, "euler_ancestral@30", generator=[gens[2]]
     )
     torch.testing.assert_close(y[2:], last)
     torch.testing.assert_close(enhance(images, shrink_denoiser, 0.0), images)
@@ -88,7 +86,10 @@ def test_slow_preset_needs_a_differentiable_codec(images):
     jpeg = SimpleNamespace(name="jpeg", quality=50, encode=lambda x: b"", decode=lambda b: None)
     assert operator_for_codec(jpeg) is None
     with pytest.raises(PerceptError, match="differentiable codec"):
-        enhance(images, shrink_denoiser, 0.4, "slow", codec=jpeg)
+        enhance(images, shrink_denoiser, 0.4, "slow", operator=operator_for_codec(jpeg))
+    for bad in ("auto", float("nan"), float("inf"), -0.1, "0.1"):
+        with pytest.raises(PerceptError, match="sigma must be"):
+            enhance(images, shrink_denoiser, bad, "medium")
 
 
 @pytest.fixture(scope="module")
@@ -114,10 +115,8 @@ def test_dps_pulls_towards_the_measurement(images, operator):
             y,
             shrink_denoiser,
             0.3,
-            "slow",
-            steps=8,
+            EnhancerConfig("slow", steps=8, zeta=zeta),
             operator=operator,
-            zeta=zeta,
             generator=torch.Generator().manual_seed(0),
         )
         residual[zeta] = (operator(out) - y).flatten(1).norm(dim=1)
@@ -125,28 +124,26 @@ def test_dps_pulls_towards_the_measurement(images, operator):
 
 
 def test_auto_sigma_uses_the_calibration_table(images, tmp_path, monkeypatch):
-    import percept.enhancer.calibrate as cal
+    import percept.enhancer.table as table
 
-    monkeypatch.setattr(cal, "table_path", lambda: tmp_path / "calibration.json")
+    monkeypatch.setattr(table, "table_path", lambda: tmp_path / "calibration.json")
+    enhancer = Enhancer(shrink_denoiser, "medium", prior_name="p")
     with pytest.raises(
-        cal.CalibrationMissing, match="python -m percept.enhancer.calibrate --codec jpeg --quality 5"
+        table.CalibrationMissing, match="percept calibrate --codec jpeg --quality 5"
     ):
-        enhance(images, shrink_denoiser, "auto", "medium", codec="jpeg", quality=5, prior_name="p")
-    cal.store_sigma("jpeg", 5, "p", "medium", 0.25, {"mse_ratio": 2.01})
-    auto = enhance(
-        images,
-        shrink_denoiser,
-        "auto",
-        "medium",
-        codec="jpeg",
-        quality=5,
-        prior_name="p",
-        generator=torch.Generator().manual_seed(0),
-    )
+        enhancer.table_sigma("jpeg", 5)
+    table.store_sigma("jpeg", 5, "p", "medium", 0.25, {"mse_ratio": 2.01})
+    sigma = enhancer.table_sigma("jpeg", 5)
+    auto = enhancer(images, sigma, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(PerceptError, match="name"):  # a model without a name has no table entry
+        Enhancer(shrink_denoiser, "medium").table_sigma("jpeg", 5)
+    assert sigma == 0.25
+    # the Enhancer pads to the prior's multiple and crops back: the same as enhance on the padded
+    padded = torch.nn.functional.pad(images, (0, 24, 0, 24), mode="replicate")
     fixed = enhance(
-        images, shrink_denoiser, 0.25, "medium", generator=torch.Generator().manual_seed(0)
+        padded, shrink_denoiser, 0.25, "medium", generator=torch.Generator().manual_seed(0)
     )
-    torch.testing.assert_close(auto, fixed)
+    torch.testing.assert_close(auto, fixed[..., :8, :8])
 
 
 def test_interpolate_is_convex(images):
@@ -177,8 +174,9 @@ def test_enhance_decoded_with_a_tiled_diffusers_consistency_model(tmp_path):
     record = SimpleNamespace(codec="jpeg", quality=5, params={"quality": 5})
     x_hat = torch.rand(1, 3, 11, 13, generator=torch.Generator().manual_seed(0))
     args = Namespace(
-        enhance="fast", prior=str(tmp_path), sigma="0.3", seed=0, steps=None, weights=None
-    )
+        enhance="fast", prior=str(tmp_path), sigma="0.3", seed=0, steps=None, weights=None,
+        consistency=False, precision="fp32",
+    )  # fmt: skip
     y = enhance_decoded(x_hat, record, args)
     assert y.shape == x_hat.shape and not torch.allclose(y, x_hat)
     torch.testing.assert_close(y, enhance_decoded(x_hat, record, args))
@@ -218,7 +216,7 @@ def test_fast_2_renoises_to_half_sigma(images):
 def test_bf16_precision_is_close_to_fp32_and_checked(images):
     from contextlib import nullcontext
 
-    from percept.enhancer.presets import native_bf16
+    from percept.core.precision import native_bf16
     from percept.models import EDMDenoiser, UNet, UNetConfig
 
     torch.manual_seed(0)
@@ -227,7 +225,7 @@ def test_bf16_precision_is_close_to_fp32_and_checked(images):
         for p in net.parameters():
             p.add_(0.1 * torch.randn_like(p))
     den = EDMDenoiser(net).eval()
-    kw = dict(sampler="euler", steps=2, generator=torch.Generator().manual_seed(0))
+    kw = dict(config="euler@2", generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         full = enhance(images, den, 0.3, **kw)
         kw["generator"] = torch.Generator().manual_seed(0)
@@ -255,8 +253,7 @@ def test_channels_last_is_a_layout_not_a_result(images):
             images,
             den,
             0.3,
-            sampler="euler",
-            steps=2,
+            "euler@2",
             channels_last=layout,
             generator=torch.Generator().manual_seed(0),
         )  # fmt: skip

@@ -10,6 +10,7 @@ import pytest
 from percept import cli
 from percept.codecs import get_codec
 from percept.codecs.container import encode_image
+from percept.enhancer.presets import EnhancerConfig
 from percept.errors import PerceptError
 from percept.eval import harness as evaluate
 from percept.eval.results import bd_table, load_results, strip_timings, summarize
@@ -27,7 +28,7 @@ def offline_deep_metrics(monkeypatch):
     def unavailable(*args, **kwargs):
         raise MetricUnavailable("weights not cached (test)")
 
-    from percept.metrics import deep
+    import percept.metrics as deep  # the names the results module calls
 
     monkeypatch.setattr(deep, "lpips", unavailable)
     monkeypatch.setattr(deep, "fid", unavailable)
@@ -35,7 +36,7 @@ def offline_deep_metrics(monkeypatch):
 
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory):
-    from percept.metrics import deep
+    import percept.metrics as deep  # the names the results module calls
 
     def unavailable(*args, **kwargs):
         raise MetricUnavailable("weights not cached (test)")
@@ -131,13 +132,15 @@ def test_bad_methods_and_specs():
         evaluate.parse_method("enhance:fast")
     with pytest.raises(PerceptError, match="bad method"):
         evaluate.parse_method("interp:1.5")
-    assert evaluate.parse_method("enhance:fast:0.3") == ("enhance", "fast", 0.3, False)
-    assert evaluate.parse_method("enhance:fast:auto:consistent") == (
-        "enhance",
-        "fast",
-        "auto",
-        True,
-    )
+    fast = EnhancerConfig("fast")
+    assert evaluate.parse_method("enhance:fast:0.3") == ("enhance", fast, 0.3)
+    projected = ("enhance", EnhancerConfig("fast", consistency=True), "auto")
+    assert evaluate.parse_method("enhance:fast+consistency:auto") == projected
+    assert evaluate.parse_method("enhance:fast:auto:consistent") == projected  # older files
+    assert evaluate.parse_method("enhance:medium@20:0.1")[1].key == "medium@20"
+    for bad in ("enhance:fast:nan", "enhance:fast:-1", "enhance:warp:0.3"):
+        with pytest.raises(PerceptError, match="bad method|sigma|unknown preset"):
+            evaluate.parse_method(bad)
     with pytest.raises(PerceptError, match="bad method"):
         evaluate.parse_method("enhance:fast:0.3:projected")
     with pytest.raises(PerceptError, match="NAME:Q1"):

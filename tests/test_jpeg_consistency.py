@@ -246,8 +246,8 @@ def test_the_projection_applies_to_every_estimate_of_a_multi_step_sampler(crop):
     payload = get_codec("jpeg", 50).encode(crop)
     cells, decoded = JpegCells(payload), get_codec("jpeg", 50).decode(payload)
     prior = load_prior("percept-prior-s")
-    plain, _ = _estimates(decoded, prior, "medium", None, steps=3)
-    projected, y = _estimates(decoded, prior, "medium", cells.project, steps=3)
+    plain, _ = _estimates(decoded, prior, "medium@3", None)
+    projected, y = _estimates(decoded, prior, "medium@3", cells.project)
     assert len(projected) == 3
     with pytest.raises(PerceptError, match="DPS"):
         enhance(decoded, prior, 0.8, "slow", operator=lambda d: d, project=cells.project)
@@ -257,15 +257,19 @@ def test_the_projection_applies_to_every_estimate_of_a_multi_step_sampler(crop):
     assert max((_outside(d, cells, 0) > 0.5).mean() for d in [*projected, y]) < 0.001
 
 
-def test_enhance_image_projects_only_the_image_region_of_its_padded_input(photo):
-    from percept.enhancer.pipeline import enhance_image, load_prior
+def test_the_enhancer_projects_only_the_image_region_of_its_padded_input(photo):
+    from percept.enhancer.pipeline import Enhancer, load_prior
+    from percept.enhancer.presets import EnhancerConfig
 
     x = photo[..., 100:161, 200:275].contiguous()  # 61x75
     payload = get_codec("jpeg", 10).encode(x)
     cells, decoded = JpegCells(payload), get_codec("jpeg", 10).decode(payload)
-    y = enhance_image(
-        decoded, load_prior("percept-prior-s"), 0.8, "medium", steps=2, project=cells.project
-    )
+    enhancer = Enhancer(load_prior("percept-prior-s"), EnhancerConfig("medium", 2, consistency=True))
+    y = enhancer(decoded, 0.8, project=cells.project)
+    with pytest.raises(PerceptError, match="projection"):  # a consistency setting needs one
+        enhancer(decoded, 0.8)
+    with pytest.raises(PerceptError, match="consistency setting"):  # and only it takes one
+        enhancer.with_config("medium@2")(decoded, 0.8, project=cells.project)
     assert y.shape == x.shape
     assert (_outside(y, cells, 0) > 0.5).mean() < 0.001
 
@@ -279,33 +283,28 @@ def test_calibration_with_the_projection_needs_a_larger_sigma(crop, photos):
     kwargs = {"mse_ratio": 1.3, "seed": 0, "tol": 0.01, "return_history": True}
     codec = get_codec("jpeg", 50)
     plain, _ = calibrate_sigma(codec, cm, images, "fast", **kwargs)
-    sigma, history = calibrate_sigma(codec, cm, images, "fast", consistency=True, **kwargs)
+    sigma, history = calibrate_sigma(codec, cm, images, "fast+consistency", **kwargs)
     assert abs(dict(history)[sigma] - 1.3) <= 1.3 * 0.01 + 1e-9
     assert sigma > 1.05 * plain  # the projection removes part of the error the noise adds
     with pytest.raises(PerceptError, match="needs the codec"):
-        calibrate_sigma(None, cm, [(crop, crop)], "fast", consistency=True)
+        calibrate_sigma(None, cm, [(crop, crop)], "fast+consistency")
 
 
 def test_auto_sigma_with_the_projection_uses_its_own_table_entry(crop, tmp_path, monkeypatch):
-    import percept.enhancer.calibrate as calibrate
-    from percept.enhancer.pipeline import enhance, load_prior
+    import percept.enhancer.table as calibrate
+    from percept.enhancer.pipeline import Enhancer, load_prior
 
     table = tmp_path / "calibration.json"
     monkeypatch.setattr(calibrate, "table_path", lambda: table)
-    cm = load_prior("percept-cm-s")
-    payload = get_codec("jpeg", 10).encode(crop)
-    decoded, project = get_codec("jpeg", 10).decode(payload), projector_for("jpeg", payload)
+    enhancer = Enhancer(load_prior("percept-cm-s"), "fast+consistency", prior_name="percept-cm-s")
 
     def sigma_used():
-        seen = []
-        enhance(decoded, cm, "auto", "fast", codec="jpeg", quality=10, prior_name="percept-cm-s",
-                project=project, callback=lambda info: seen.append(info["sigma"]))  # fmt: skip
-        return seen[0]
+        return enhancer.table_sigma("jpeg", 10)
 
     calibrate.store_sigma("jpeg", 10, "percept-cm-s", "fast", 0.5, {})
     with pytest.warns(RuntimeWarning, match="--preset fast --consistency"):
         assert sigma_used() == pytest.approx(0.5)
-    key_preset = calibrate.table_preset("fast", True)
+    key_preset = "fast+consistency"
     # an entry calibrated with the earlier, luma-only projection is stale: refused, with the command
     calibrate.store_sigma("jpeg", 10, "percept-cm-s", key_preset, 0.6, {})
     with pytest.warns(RuntimeWarning, match="earlier consistency projection"):

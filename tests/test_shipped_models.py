@@ -61,9 +61,9 @@ def test_shipped_consistency_model_follows_its_teachers_ode(name, photos):
     student, teacher = load_denoiser(name), load_denoiser(card.get("base", card["teacher"]))
     x = crop(photos.image("kodim01"), 64)
     runs = {
-        "ode": (teacher, dict(sampler="dpmpp_2m", steps=8)),
-        "mean": (teacher, dict(sampler="euler", steps=1)),
-        "cm": (student, dict(preset="fast")),
+        "ode": (teacher, dict(config="dpmpp_2m@8")),
+        "mean": (teacher, dict(config="euler@1")),
+        "cm": (student, dict(config="fast")),
     }
     out = {}
     with torch.inference_mode():
@@ -109,7 +109,7 @@ def test_shipped_calibrations_were_measured_on_the_shipped_weights():
     """A republished model makes its calibrated sigmas stale: recalibrate (or drop) them with it."""
     import json
 
-    from percept.enhancer.calibrate import model_sha256, table_path
+    from percept.enhancer.table import model_sha256, table_path
 
     entries = json.loads(table_path().read_text())["entries"]
     stale = {

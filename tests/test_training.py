@@ -333,9 +333,8 @@ def test_pack_photos_keeps_names_and_split_and_never_upscales(tmp_path, monkeypa
 
 
 def test_bf16_is_dropped_where_the_device_would_emulate_it(tmp_path, monkeypatch, capsys):
-    import percept.enhancer.presets
 
-    monkeypatch.setattr(percept.enhancer.presets, "native_bf16", lambda device="cpu": False)
+    monkeypatch.setattr(runtime, "native_bf16", lambda device="cpu": False)
     assert runtime.bf16_for(False, "cpu", tmp_path) is False  # nothing asked, nothing said
     assert runs.read_log(tmp_path) == [] and capsys.readouterr().err == ""
     assert runtime.bf16_for(True, "cpu", tmp_path, step=7) is False
@@ -347,5 +346,5 @@ def test_bf16_is_dropped_where_the_device_would_emulate_it(tmp_path, monkeypatch
                           export=False)  # fmt: skip
     assert summary["step"] == 2
     assert any(r.get("precision") == "fp32" for r in runs.read_log(tmp_path / "run"))
-    monkeypatch.setattr(percept.enhancer.presets, "native_bf16", lambda device="cpu": True)
+    monkeypatch.setattr(runtime, "native_bf16", lambda device="cpu": True)
     assert runtime.bf16_for(True, "cpu") is True

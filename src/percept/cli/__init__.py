@@ -9,7 +9,7 @@ import importlib
 import os
 import sys
 
-from percept.core.cpu import reuse_freed_memory
+from percept.core import cpu
 from percept.errors import PerceptError
 
 # name -> (module, help). Modules are imported only when their subcommand runs.
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
 
-    reuse_freed_memory()  # whole-image networks on CPU: about 1.7x faster (percept.core.cpu)
+    cpu.reuse_freed_memory()  # whole-image networks on CPU: about 1.7x faster (percept.core.cpu)
     module = importlib.import_module(SUBCOMMANDS[name][0])
     try:
         code = int(module.main([name, *rest]) or 0)

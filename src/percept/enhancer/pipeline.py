@@ -270,7 +270,10 @@ class Enhancer:
                 False,
                 self.config.sampler,
             )
-            sigma = lookup_sigma(codec, quality, self.model_name, plain)
+            try:
+                sigma = lookup_sigma(codec, quality, self.model_name, plain)
+            except CalibrationMissing:
+                raise exc from None
             warnings.warn(
                 f"{exc}; using the {plain.key} setting's sigma, at which the projected result's "
                 "MSE ratio lands below the rule's 2",
