@@ -52,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from prior_quality import kodak_crops
 
+    from percept.core.denoiser import is_consistency_model
+    from percept.core.provenance import environment
     from percept.enhancer.pipeline import enhance, load_prior
     from percept.metrics.realism import swd
-    from percept.enhancer.presets import is_consistency_model
-    from percept.core.provenance import environment
 
     student, teacher = load_prior(args.model), load_prior(args.teacher)
     if not is_consistency_model(student):
@@ -70,15 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         for sigma in args.sigmas:
 
-            def run(model, preset=None, sigma=sigma, **kw):
+            def run(model, preset, sigma=sigma, **kw):
                 gens = [
                     torch.Generator().manual_seed(int(sigma * 1000) + i) for i in range(len(x0))
                 ]
                 return enhance(clean, model, sigma, preset, generator=gens, **kw) * 2 - 1
 
             out = {
-                "mean": run(teacher, sampler="euler", steps=1),
-                "ode": run(teacher, sampler="dpmpp_2m", steps=args.ode_steps),
+                "mean": run(teacher, "euler@1"),
+                "ode": run(teacher, f"dpmpp_2m@{args.ode_steps}"),
                 "cm": run(student, "fast"),
                 "cm2": run(student, "fast-2"),
             }

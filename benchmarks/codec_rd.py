@@ -165,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from percept.hub.data import kodak_paths
     from percept.core.provenance import environment
+    from percept.hub.data import kodak_paths
 
     paths = kodak_paths()[: args.images]
     if not paths:

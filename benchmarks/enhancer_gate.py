@@ -54,37 +54,30 @@ def parse_settings(items: list[str]) -> list[tuple[str, int]]:
 def table_sigma_row(args, name, quality, codec, prior, kodak, state: dict):
     """(sigma, its source, the calibration-set ratio or None, the sweep's summary) for the table
     mode: the calibration table's sigma, or one calibrated now on imagenet-sample val crops."""
-    from percept.enhancer.calibrate import (
-        CalibrationMissing,
-        calibrate_sigma,
-        calibration_images,
-        lookup_sigma,
-        model_sha256,
-        store_sigma,
-        table_preset,
-    )
     from percept.codecs.jpeg_consistency import PLANES
+    from percept.enhancer.calibrate import calibrate_sigma, calibration_images
+    from percept.enhancer.presets import EnhancerConfig
+    from percept.enhancer.table import CalibrationMissing, lookup_sigma, model_sha256, store_sigma
     from percept.eval.sweeps import sigma_sweep
 
     source = "table"
+    setting = EnhancerConfig(args.preset, consistency=args.consistency)
     try:
         if args.recalibrate:
             raise CalibrationMissing("recalibrate")
-        key_preset = table_preset(args.preset, args.consistency)
-        sigma = lookup_sigma(name, quality, args.prior, key_preset)
+        sigma = lookup_sigma(name, quality, args.prior, setting)
         calib_ratio = None
     except CalibrationMissing:
         if "calib" not in state:
             state["calib"] = calibration_images(args.calib_images, args.calib_crop)
         calib = state["calib"]
         sigma, history = calibrate_sigma(
-            codec, prior, calib, args.preset, seed=args.seed, tol=args.tol, return_history=True,
-            consistency=args.consistency,
+            codec, prior, calib, setting, seed=args.seed, tol=args.tol, return_history=True,
         )  # fmt: skip
         calib_ratio = min(history, key=lambda h: abs(h[1] - 2.0))[1]
         source = f"calibrated on {len(calib)} imagenet-sample val {args.calib_crop}px crops"
         if args.store:
-            store_sigma(name, quality, args.prior, table_preset(args.preset, args.consistency), sigma, {
+            store_sigma(name, quality, args.prior, setting, sigma, {
                 "mse_ratio_target": 2.0, "mse_ratio": calib_ratio, "images": len(calib),
                 "set": f"imagenet-sample val, top-left {args.calib_crop}x{args.calib_crop}",
                 "seed": args.seed, "tol": args.tol, "model_sha256": model_sha256(args.prior),
@@ -147,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         "--patches appends _<crop>_p<patches>, so both protocols' records are kept)",
     )
     args = parser.parse_args(argv)
-    from percept.hub.datasets import parse_crop
     from percept.errors import PerceptError
+    from percept.hub.datasets import parse_crop
 
     if args.crop != "full":
         try:
@@ -164,10 +157,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from percept.codecs import get_codec
     from percept.codecs.jpeg_consistency import PLANES
-    from percept.hub.datasets import load_dataset
-    from percept.enhancer.pipeline import load_prior
     from percept.core.provenance import environment
+    from percept.enhancer.pipeline import load_prior
     from percept.eval.sweeps import signalled_sweep
+    from percept.hub.datasets import load_dataset
 
     prior = load_prior(args.prior)
     crop = None if args.crop == "full" else args.crop

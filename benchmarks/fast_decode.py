@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     from percept.codecs import get_codec
     from percept.codecs.container import decode_file, encode_image
     from percept.core.cpu import reuse_freed_memory
-    from percept.enhancer.pipeline import enhance, load_prior
     from percept.core.provenance import environment
+    from percept.enhancer.pipeline import enhance, load_prior
     from percept.eval.rd import evaluation_images
 
     images, source = evaluation_images([args.image])
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         gen = torch.Generator().manual_seed(0)
         with torch.inference_mode():
             if args.stand_in:
-                y = enhance(x_hat, model, args.sigma, sampler="euler", steps=1, generator=gen,
+                y = enhance(x_hat, model, args.sigma, "euler@1", generator=gen,
                             precision=precision, **layout)  # fmt: skip
             else:
                 y = enhance(x_hat, model, args.sigma, "fast", generator=gen, precision=precision,

@@ -44,10 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
 
-    from percept.hub.datasets import load_dataset
+    from percept.core.provenance import environment
     from percept.eval.fusion_report import DESIGNS, design_sweep, target_oracle
     from percept.fusion.module import load_fusion
-    from percept.core.provenance import environment
+    from percept.hub.datasets import load_dataset
 
     images = {
         i.name: i.image for i in load_dataset(args.dataset, crop=args.crop, limit=args.images)

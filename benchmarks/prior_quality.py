@@ -33,9 +33,9 @@ BLUR_RADII = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.2, 1.4, 1.7, 2.0, 2.5, 3.0)
 
 def kodak_crops(n: int, size: int) -> tuple[np.ndarray, list[str]]:
     """The center size x size crops of the first n Kodak images, float64 [N,H,W,3] in [0,1]."""
-    from percept.hub.data import kodak_paths
-    from percept.errors import PerceptError
     from percept.core.images import load_image
+    from percept.errors import PerceptError
+    from percept.hub.data import kodak_paths
 
     paths = kodak_paths()[:n]
     if not paths:
