@@ -211,3 +211,24 @@ def test_external_codec_bytes_are_real_files(crop):
     data = get_codec("jpegxl", 50).encode(crop)
     assert data[:2] == b"\xff\x0a" or data[4:8] == b"JXL "
     assert Image.open(io.BytesIO(get_codec("jpeg", 50).encode(crop))).format == "JPEG"
+
+
+def test_codecs_declare_what_they_can_do():
+    """The enhancer asks a codec, not its name, for a differentiable operator (DPS) and for a
+    projection of its files' cells (consistency settings)."""
+    from percept.codecs.base import has_projector, operator_of
+    from percept.codecs.compressai_codec import CompressAIOperator
+
+    jpeg, webp = get_codec("jpeg", 20), get_codec("webp", 20)
+    learned = get_codec("percept-hyperprior", 1)
+    assert has_projector(jpeg) and not has_projector(webp) and not has_projector(learned)
+    assert operator_of(jpeg) is None and operator_of(webp) is None
+    assert isinstance(operator_of(learned), CompressAIOperator)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    payload = jpeg.encode(x)
+    project = jpeg.projector(payload)
+    decoded = jpeg.decode(payload)
+    assert float((project(decoded) - decoded).abs().max()) < 0.02  # the decode is in its cells
+    noise = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    once = project(noise)
+    assert float((once - noise).abs().mean()) > 0.05  # another image is moved into them

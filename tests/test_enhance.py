@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from percept.cli.codec import _enhance_decoded as enhance_decoded
+from percept.codecs.base import operator_of
 from percept.codecs.compressai_codec import CompressAIOperator
 from percept.core.denoiser import is_consistency_model
 from percept.core.samplers import per_image_generators
 from percept.core.schedules import karras_sigmas
 from percept.enhancer.interpolate import interpolate
-from percept.enhancer.pipeline import Enhancer, enhance, operator_for_codec
+from percept.enhancer.pipeline import Enhancer, enhance
 from percept.enhancer.presets import PRESETS, EnhancerConfig
 from percept.errors import PerceptError
 from percept.models import GaussianFlowMap, GaussianMixtureDenoiser
@@ -84,9 +85,9 @@ def test_slow_preset_needs_a_differentiable_codec(images):
     with pytest.raises(PerceptError, match="differentiable codec"):
         enhance(images, shrink_denoiser, 0.4, "slow")
     jpeg = SimpleNamespace(name="jpeg", quality=50, encode=lambda x: b"", decode=lambda b: None)
-    assert operator_for_codec(jpeg) is None
+    assert operator_of(jpeg) is None
     with pytest.raises(PerceptError, match="differentiable codec"):
-        enhance(images, shrink_denoiser, 0.4, "slow", operator=operator_for_codec(jpeg))
+        enhance(images, shrink_denoiser, 0.4, "slow", operator=operator_of(jpeg))
     for bad in ("auto", float("nan"), float("inf"), -0.1, "0.1"):
         with pytest.raises(PerceptError, match="sigma must be"):
             enhance(images, shrink_denoiser, bad, "medium")

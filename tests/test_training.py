@@ -348,3 +348,27 @@ def test_bf16_is_dropped_where_the_device_would_emulate_it(tmp_path, monkeypatch
     assert any(r.get("precision") == "fp32" for r in runs.read_log(tmp_path / "run"))
     monkeypatch.setattr(runtime, "native_bf16", lambda device="cpu": True)
     assert runtime.bf16_for(True, "cpu") is True
+
+
+def test_one_crop_helper_in_zero_one_for_every_kind_of_run():
+    """Every run draws its crops through `crops.random_crops` ([0, 1]); at scale 1 a crop is a
+    window of the photo itself, flipped or not."""
+    from percept.training.crops import center_crops, random_crops
+
+    g = torch.Generator().manual_seed(0)
+    photo = torch.randint(0, 256, (3, 40, 50), generator=g, dtype=torch.uint8)
+    a = random_crops([photo], 4, 16, torch.Generator().manual_seed(1))
+    assert torch.equal(a, random_crops([photo], 4, 16, torch.Generator().manual_seed(1)))
+    assert a.shape == (4, 3, 16, 16) and 0 <= float(a.min()) and float(a.max()) <= 1
+    windows = photo.float().unfold(1, 16, 1).unfold(2, 16, 1) / 255  # [3, 25, 35, 16, 16]
+    for crop in a:
+        found = [
+            torch.equal(windows[:, i, j], c)
+            for c in (crop, crop.flip(-1))
+            for i in range(windows.shape[1])
+            for j in range(windows.shape[2])
+        ]
+        assert any(found)
+    assert torch.equal(center_crops([photo], 16)[0], photo[:, 12:28, 17:33].float() / 255)
+    scaled = random_crops([photo], 2, 16, torch.Generator().manual_seed(1), scale_range=(1.5, 2.0))
+    assert scaled.shape == (2, 3, 16, 16) and not torch.equal(scaled, a[:2])

@@ -11,18 +11,22 @@ import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "enhance", "calibrate_sigma"]
+# The public names, each from the layer that defines it; imported on first use so that
+# `import percept` (and the CLI's start-up) stays light.
+_EXPORTS = {
+    "enhance": "percept.enhancer.pipeline",
+    "Enhancer": "percept.enhancer.pipeline",
+    "EnhancerConfig": "percept.enhancer.presets",
+    "calibrate_sigma": "percept.enhancer.calibrate",
+    "load_fusion": "percept.fusion.module",
+}
+
+__all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str):
-    # Lazy so that `import percept` (and the CLI's start-up) stays light.
-    # The enhancer lives in percept.enhancer.pipeline (not percept.enhance) so that importing the module never
-    # shadows the function `percept.enhance`.
-    if name in ("enhance", "calibrate_sigma"):
-        module = importlib.import_module(
-            "percept.enhancer.pipeline" if name == "enhance" else "percept.enhancer.calibrate"
-        )
-        fn = getattr(module, name)
-        globals()[name] = fn
-        return fn
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'percept' has no attribute {name!r}")

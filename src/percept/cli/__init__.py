@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
 
-    cpu.reuse_freed_memory()  # whole-image networks on CPU: about 1.7x faster (percept.core.cpu)
+    cpu.reuse_freed_memory()  # whole-image networks on CPU run faster (percept.core.cpu)
     module = importlib.import_module(SUBCOMMANDS[name][0])
     try:
         code = int(module.main([name, *rest]) or 0)

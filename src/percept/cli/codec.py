@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 
 from percept.codecs import get_codec, list_codecs
+from percept.codecs.base import operator_of
 from percept.codecs.container import decode_file, encode_image, unpack
 from percept.codecs.jpeg_consistency import projector_for
 from percept.core.images import atomic_write_bytes, load_image, save_png
-from percept.enhancer.pipeline import Enhancer, operator_for_codec
+from percept.enhancer.pipeline import Enhancer
 from percept.enhancer.presets import PRECISIONS, PRESETS, EnhancerConfig
 from percept.enhancer.signalling import resolve_sigma, signal_sigma
 from percept.errors import PerceptError
@@ -229,7 +230,7 @@ def _enhance_decoded(x_hat, record, args):
     operator = None
     if config.schedule.needs_differentiable_codec:
         options = {"weights": args.weights} if args.weights else {}
-        operator = operator_for_codec(get_codec(record.codec, record.quality, **options))
+        operator = operator_of(get_codec(record.codec, record.quality, **options))
     sigma, seed = resolve_sigma(enhancer, record, args.sigma, args.seed)
     return enhancer(x_hat, sigma, seed=seed, operator=operator, project=project, progress=True)
 

@@ -41,8 +41,8 @@ from percept.hub.data import demo_photo
 from percept.metrics import psnr, swd
 
 CONSISTENCY_MODEL = "percept-cm-s"
-# The learned codec's lowest rate and the JPEG quality nearest its rate on kodim23 (0.094 and
-# 0.106 bpp); both have calibrated sigmas for the fast preset in the shipped table.
+# The learned codec's lowest rate and the JPEG quality nearest its rate on kodim23 (the demo prints
+# both rates); both have calibrated sigmas for the fast preset in the shipped table.
 DEFAULT_CODECS = (("percept-hyperprior", 1), ("jpeg", 5))
 DEFAULT_METHODS = ("decode", "enhance:fast", "fusion")
 FUSION_TAU = 1.0

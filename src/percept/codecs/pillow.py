@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 from PIL import Image, features
 
+from percept.codecs.jpeg_consistency import projector_for
 from percept.codecs.registry import CodecInfo, register_codec
 from percept.core.images import pil_to_tensor, tensor_to_pil
 from percept.errors import CodecError
@@ -50,6 +51,14 @@ class PillowCodec:
             raise CodecError(f"{self.name} payload cannot be decoded: {exc}") from None
 
 
+class PillowJpegCodec(PillowCodec):
+    """JPEG: a Pillow codec whose files also declare their quantisation cells."""
+
+    def projector(self, payload: bytes):
+        """The projection onto the images this file's quantisation cells allow."""
+        return projector_for(self.name, payload)
+
+
 def _check_subsampling(name: str, subsampling: str, allowed) -> str:
     if subsampling not in allowed:
         raise CodecError(
@@ -62,7 +71,7 @@ def jpeg(quality: int, subsampling: str = "4:2:0") -> PillowCodec:
     _check_subsampling("jpeg", subsampling, _SUBSAMPLING_JPEG)
     kwargs = {"quality": quality, "subsampling": _SUBSAMPLING_JPEG[subsampling], "optimize": True}
     params = {"subsampling": subsampling, "optimize": True, "libjpeg": features.version("jpg")}
-    return PillowCodec("jpeg", quality, "JPEG", kwargs, params)
+    return PillowJpegCodec("jpeg", quality, "JPEG", kwargs, params)
 
 
 def webp(quality: int, method: int = 4) -> PillowCodec:

@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from percept.codecs.compressai_codec import CompressAIOperator
 from percept.core.denoiser import ProjectedDenoiser, trained_sigma_max
 from percept.core.precision import PRECISIONS, native_bf16
 from percept.core.samplers import get_sampler, per_image_generators, randn_like
@@ -36,12 +35,6 @@ from percept.hub.zoo import load_denoiser
 from percept.models.diffusers import from_pretrained
 
 PAD_MULTIPLE = 32  # fully convolutional priors see a size their down/up-sampling can round-trip
-
-
-def operator_for_codec(codec) -> CompressAIOperator | None:
-    """The differentiable operator of a codec that declares one (`codec.operator()`), else None."""
-    make = getattr(codec, "operator", None)
-    return make() if callable(make) else None
 
 
 def check_sigma(sigma) -> float:

@@ -2,8 +2,8 @@
 
 Paper 1 picks sigma where the enhanced MSE is twice the decoded MSE (eq. 14), measured over a
 dataset; `percept.enhancer.calibrate` does the same on imagenet-sample crops and keeps a table. A table value
-misses on images unlike its calibration set: the learned codec at quality 4 doubles the MSE on the
-calibration crops but multiplies it by 2.4 on Kodak. The encoder has the original, so it can find
+misses on images unlike its calibration set (chapter 02 of the book measures by how much). The
+encoder has the original, so it can find
 this image's sigma (`percept.enhancer.calibrate.sigma_for_image`) by running the decoder's enhancer itself,
 and signal it in the file's header (tens of bytes, counted in bpp like every header byte):
 
@@ -12,7 +12,8 @@ and signal it in the file's header (tens of bytes, counted in bpp like every hea
 
 plus "seed", "target" (the MSE ratio aimed at) and "steps" where they are not 0, 2.0 and the
 preset's own, and "consistency": true when the sigma was calibrated with the JPEG consistency
-projection (`percept decode --consistency` uses only such entries, plain decodes only others): 55-75 bytes, about 0.009 bpp on a 256x256 crop and 0.0015 bpp on a Kodak image.
+projection (`percept decode --consistency` uses only such entries, plain decodes only others).
+An entry costs some tens of header bytes, which the file's bpp counts.
 `percept decode --enhance P --prior NAME --sigma auto` uses the entry whose setting (the
 `EnhancerConfig` key its preset, steps and consistency make) and prior match, with its seed, and
 says so; without one it falls back to the calibration table (`resolve_sigma`). An entry for other
@@ -28,10 +29,11 @@ from torch import Tensor
 from tqdm import tqdm
 
 from percept.codecs import get_codec
+from percept.codecs.base import operator_of
 from percept.codecs.container import decode_file, pack
 from percept.codecs.jpeg_consistency import projector_for
 from percept.enhancer.calibrate import TargetOutOfReach, sigma_for_image
-from percept.enhancer.pipeline import Enhancer, check_sigma, operator_for_codec
+from percept.enhancer.pipeline import Enhancer, check_sigma
 from percept.enhancer.presets import EnhancerConfig
 from percept.enhancer.table import model_sha256
 from percept.errors import PerceptError
@@ -157,7 +159,7 @@ def signal_sigma(
     operator = None
     if config.schedule.needs_differentiable_codec:
         codec = get_codec(record.codec, record.quality, **(codec_options or {}))
-        operator = operator_for_codec(codec)
+        operator = operator_of(codec)
 
     bar = tqdm(desc=f"signal sigma ({config.key})", unit="trial", disable=not progress)
 

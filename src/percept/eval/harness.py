@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from percept.codecs import get_codec
+from percept.codecs.base import has_projector
 from percept.codecs.container import bpp, decode_file, encode_image
 from percept.codecs.jpeg_consistency import projector_for
 from percept.core.images import load_image, quantize, save_png
@@ -221,7 +222,8 @@ def run(
         )
     if any(p[0] == "interp" for p in parsed) and not any(p[0] == "enhance" for p in parsed):
         raise PerceptError("interp:ALPHA blends the decode with an enhance method: add one")
-    others = sorted(c for c in codecs if c != "jpeg")
+    coders = {(c, q): get_codec(c, q) for c, qs in codecs.items() for q in qs}  # fail before work
+    others = sorted({c for (c, _), coder in coders.items() if not has_projector(coder)})
     if any(p[0] == "enhance" and p[1].consistency for p in parsed) and others:
         raise PerceptError(
             "a consistency setting (enhance:PRESET+consistency:SIGMA) projects into a JPEG file's quantisation cells; "
@@ -230,7 +232,6 @@ def run(
     fusion_names = {}
     if any(p[0] == "fuse" for p in parsed):
         fusion_names = {(c, q): fusion_name_for(c, q) for c, qs in codecs.items() for q in qs}
-    coders = {(c, q): get_codec(c, q) for c, qs in codecs.items() for q in qs}  # fail before work
     config = {
         "dataset": dataset,
         "crop": crop,

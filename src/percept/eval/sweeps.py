@@ -17,10 +17,11 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from percept.codecs.base import operator_of
 from percept.codecs.container import bpp, decode_all, decode_file, encode_image
 from percept.codecs.jpeg_consistency import projector_for
 from percept.core.images import quantize
-from percept.enhancer.pipeline import Enhancer, enhance, operator_for_codec
+from percept.enhancer.pipeline import Enhancer, enhance
 from percept.enhancer.presets import EnhancerConfig
 from percept.enhancer.signalling import signal_sigma, signalled_entry
 from percept.errors import PerceptError
@@ -195,7 +196,8 @@ def preset_sweep(
     without a differentiable codec) gets a row saying why instead of numbers. `consistency_model`,
     when given, runs the consistency-sampler methods (the fast presets) in place of `denoiser`.
     """
-    operator = operator_for_codec(codec)
+    operator = operator_of(codec)
+    enhancer = Enhancer(denoiser, consistency_model=consistency_model)
     names, originals, decoded, bpps, _ = decode_all(images, codec)
     floor = swd(originals, originals, seeds=swd_seeds)
     rows, summary = [], []
@@ -207,21 +209,19 @@ def preset_sweep(
         for n, x, d, b in zip(names, originals, decoded, bpps)
     ]
     for method in tqdm(list(methods), desc="presets", disable=not progress):
-        p = (
+        config = (
             EnhancerConfig.from_key(method)
             if isinstance(method, str)
             else EnhancerConfig(sampler=method[0], steps=method[1])
-        ).schedule
-        sampler, steps = (None, None) if isinstance(method, str) else method
-        label = method if isinstance(method, str) else f"{sampler} x{steps}"
+        )
+        p, model = config.schedule, enhancer.with_config(config).denoiser
+        label = method if isinstance(method, str) else f"{method[0]} x{method[1]}"
         outputs, seconds = [], []
-        use_cm = p.sampler == "consistency" and consistency_model is not None
-        model = consistency_model if use_cm else denoiser
         try:
             for i, x_hat in enumerate(decoded):
                 gen = torch.Generator().manual_seed(seed + i)
                 t0 = time.perf_counter()
-                y = enhance(x_hat, model, float(sigma), p.name, generator=gen, operator=operator)
+                y = enhance(x_hat, model, float(sigma), config, generator=gen, operator=operator)
                 seconds.append(time.perf_counter() - t0)
                 outputs.append(quantize(y))
         except PerceptError as exc:

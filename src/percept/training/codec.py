@@ -39,7 +39,7 @@ from percept.core.provenance import environment
 from percept.errors import PerceptError
 from percept.hub import runs
 from percept.training import loop, runtime
-from percept.training.crops import load_split
+from percept.training.crops import center_crops, load_split, random_crops
 
 
 @dataclass(frozen=True)
@@ -101,32 +101,6 @@ def load_config(
         )
     data.update(overrides or {})
     return runtime.cropped_config(CodecTrainConfig, data, "codec")
-
-
-def random_crops(
-    images: list[torch.Tensor], crop: int, batch: int, generator: torch.Generator
-) -> torch.Tensor:
-    """A batch of random crops with random horizontal flips, float in [0,1]."""
-    out = torch.empty(batch, 3, crop, crop)
-    picks = torch.randint(len(images), (batch,), generator=generator).tolist()
-    for i, k in enumerate(picks):
-        img = images[k]
-        top = int(torch.randint(img.shape[1] - crop + 1, (1,), generator=generator))
-        left = int(torch.randint(img.shape[2] - crop + 1, (1,), generator=generator))
-        patch = img[:, top : top + crop, left : left + crop]
-        if bool(torch.rand(1, generator=generator) < 0.5):
-            patch = patch.flip(-1)
-        out[i] = patch.float() / 255.0
-    return out
-
-
-def center_crops(images: list[torch.Tensor], size: int) -> torch.Tensor:
-    """Center crops of a fixed size, float in [0,1]: the held-out set."""
-    crops = []
-    for img in images:
-        top, left = (img.shape[1] - size) // 2, (img.shape[2] - size) // 2
-        crops.append(img[:, top : top + size, left : left + size].float() / 255.0)
-    return torch.stack(crops)
 
 
 def lr_at(cfg: CodecTrainConfig, step: int) -> float:
@@ -267,7 +241,7 @@ class CodecTask(loop.Task):
 
     def batch(self, generator):
         cfg = self.cfg
-        return random_crops(self.images, cfg.crop, cfg.batch_size, generator).to(self.device)
+        return random_crops(self.images, cfg.batch_size, cfg.crop, generator).to(self.device)
 
     def loss(self, batch, generator, step):
         self.optimizers["aux"].zero_grad(set_to_none=True)

@@ -148,10 +148,10 @@ def pack_photos(
     never upscaled), as a JPEG (4:4:4) of the same file name to `out`/imagenet-sample/, so that
     `PERCEPT_DATA=out` trains on it unchanged (same names, so the same train/val split).
 
-    This is the other way to carry the data to a lent GPU: the whole photos, not one crop each, at
-    about 28 MiB for short side 224 and quality 90 (the packed crops give 875 fixed 160 px crops for
-    54 MiB). Downscaling also averages away most of the originals' JPEG artefacts; a model trained on
-    it has seen photos at about 0.65x their native scale. `limit`: the first N files of the folder.
+    This is the other way to carry the data to a lent GPU: the whole photos, not one crop each,
+    small enough to travel (pack.json records the folder's size). Downscaling also averages away
+    most of the originals' JPEG artefacts; a model trained on it has seen photos below their native
+    scale. `limit`: the first N files of the folder.
     Returns the metadata also written to `out`/pack.json, with the folder's size in MiB."""
 
     if short_side < 64 or not 1 <= quality <= 100:
@@ -251,10 +251,15 @@ def random_crops(
     images: list[Tensor],
     batch: int,
     crop: int,
-    scale_range: tuple[float, float],
     generator: torch.Generator,
+    scale_range: tuple[float, float] = (1.0, 1.0),
 ) -> Tensor:
-    """A batch of random crops in [-1, 1], float32 [B,3,crop,crop]. All randomness from `generator`."""
+    """A batch of random crops, float32 [B,3,crop,crop] in [0, 1], every kind of run's training data.
+
+    Each crop takes a photo, a scale drawn log-uniformly from `scale_range` (a window of crop * s
+    pixels, resized to crop; (1, 1) keeps native resolution), a position and a horizontal flip,
+    all from `generator` in that order, so a run's data depends only on its seed and its photos.
+    Networks that work in [-1, 1] map the batch with `x * 2 - 1`."""
     out = torch.empty(batch, 3, crop, crop)
     lo, hi = math.log(scale_range[0]), math.log(scale_range[1])
     for b in range(batch):
@@ -270,11 +275,12 @@ def random_crops(
         if float(torch.rand((), generator=generator)) < 0.5:
             patch = patch.flip(-1)
         out[b] = patch[0]
-    return (out / 127.5 - 1).clamp(-1, 1)
+    return (out / 255.0).clamp(0, 1)
 
 
 def center_crops(images: list[Tensor], crop: int) -> Tensor:
-    """Fixed center crops in [-1, 1] (native resolution) for held-out validation."""
+    """Fixed center crops [N,3,crop,crop] in [0, 1] at native resolution (a photo smaller than
+    the crop is resized up): every kind of run's held-out set."""
     crops = []
     for img in images:
         _, h, w = img.shape
@@ -282,8 +288,6 @@ def center_crops(images: list[Tensor], crop: int) -> Tensor:
         top, left = (h - c) // 2, (w - c) // 2
         patch = img[:, top : top + c, left : left + c].float()
         if c != crop:
-            patch = F.interpolate(patch[None], size=(crop, crop), mode="bilinear", antialias=True)[
-                0
-            ]
+            patch = F.interpolate(patch[None], size=(crop, crop), mode="bilinear", antialias=True)[0]
         crops.append(patch)
-    return torch.stack(crops) / 127.5 - 1
+    return (torch.stack(crops) / 255.0).clamp(0, 1)

@@ -196,7 +196,7 @@ class DistillTask(loop.Task):
         self.warm, self.rewarm_from = None, None
         self.loss_fn = ConsistencyLoss(teacher, target, scales(cfg))
         self.images = load_split("train", cfg.train_images, min_side=cfg.crop)
-        self.val_clean = center_crops(load_split("val", cfg.val_images, min_side=32), cfg.val_crop)
+        self.val_clean = center_crops(load_split("val", cfg.val_images, min_side=32), cfg.val_crop) * 2 - 1
 
     def restore(self, checkpoint):
         extra = checkpoint["extra"]
@@ -229,7 +229,7 @@ class DistillTask(loop.Task):
 
     def batch(self, generator):
         cfg = self.cfg
-        return random_crops(self.images, cfg.batch_size, cfg.crop, cfg.scale_range, generator)
+        return random_crops(self.images, cfg.batch_size, cfg.crop, generator, cfg.scale_range) * 2 - 1
 
     def loss(self, batch, generator, step):
         return self.loss_fn(self.model, batch.to(self.device), generator), {}

@@ -40,8 +40,7 @@ from percept.fusion.module import FusionSampling, LatentFusion, read_fusion, sav
 from percept.fusion.network import EDMLoss, LatentDenoiser, LatentFusionNet
 from percept.hub import runs, zoo
 from percept.training import loop, runtime
-from percept.training.codec import center_crops, random_crops
-from percept.training.crops import load_split
+from percept.training.crops import center_crops, load_split, random_crops
 
 AUX_FILE, FUSION_FILE = "aux-encoder.safetensors", "fusion.safetensors"
 
@@ -206,7 +205,7 @@ class AuxTask(loop.Task):
         self.loss_fn = AuxLoss(cfg, self.codec, disc, record["lmbda"] * 255**2)
 
     def batch(self, generator):
-        return random_crops(self.train, self.cfg.crop, self.cfg.batch_size, generator).to(self.device)
+        return random_crops(self.train, self.cfg.batch_size, self.cfg.crop, generator).to(self.device)
 
     def loss(self, batch, generator, step):
         loss, terms, self._decoded = self.loss_fn(self.model, batch, generator, step)
@@ -339,7 +338,7 @@ class FusionTask(loop.Task):
         return self.cfg.lr * min(1.0, (step + 1) / max(self.cfg.warmup_steps, 1))
 
     def batch(self, generator):
-        return random_crops(self.train, self.cfg.crop, self.cfg.batch_size, generator).to(self.device)
+        return random_crops(self.train, self.cfg.batch_size, self.cfg.crop, generator).to(self.device)
 
     def loss(self, batch, generator, step):
         cond, r = residual_pairs(self.codec, self.aux, batch, self.cfg.target)

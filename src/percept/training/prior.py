@@ -32,8 +32,8 @@ from percept.models.edm import edm_scalings
 from percept.training import loop, runtime
 from percept.training.crops import center_crops, load_split, random_crops
 
-# Held-out noise levels: the gate's four, then two of the enhancer's large calibrated sigmas (JPEG
-# q5 lands near 1.8). New levels go last: the fixed noise of the earlier ones stays the same draw.
+# Held-out noise levels: the gate's four, then two of the large sigmas the calibration table holds
+# for the lowest JPEG rates. New levels go last: the fixed noise of the earlier ones stays the same draw.
 VAL_SIGMAS = (0.05, 0.1, 0.2, 0.4, 1.0, 2.0)
 
 
@@ -136,7 +136,7 @@ class PriorTask(loop.Task):
         self.rewarm_from = self.cool_from = None
         self.loss_fn = EDMLoss(cfg.p_mean, cfg.p_std)
         self.images = load_split("train", cfg.train_images, min_side=cfg.crop)
-        self.val_clean = center_crops(load_split("val", cfg.val_images, min_side=32), cfg.val_crop)
+        self.val_clean = center_crops(load_split("val", cfg.val_images, min_side=32), cfg.val_crop) * 2 - 1
 
     def fresh_start(self, generator):
         if self.init_from is None:
@@ -162,7 +162,7 @@ class PriorTask(loop.Task):
 
     def batch(self, generator):
         cfg = self.cfg
-        return random_crops(self.images, cfg.batch_size, cfg.crop, cfg.scale_range, generator)
+        return random_crops(self.images, cfg.batch_size, cfg.crop, generator, cfg.scale_range) * 2 - 1
 
     def loss(self, batch, generator, step):
         return self.loss_fn(self.model, batch.to(self.device), generator), {}
