@@ -20,12 +20,12 @@ from torch import Tensor
 from tqdm import tqdm
 
 from percept.codecs.container import decode_all
-from percept.core.images import load_image, quantize
+from percept.core.images import quantize
 from percept.core.samplers import per_image_generators
 from percept.enhancer.pipeline import enhance
 from percept.enhancer.presets import EnhancerConfig, as_config
 from percept.errors import PerceptError
-from percept.hub.data import imagenet_sample_paths
+from percept.hub.datasets import iter_dataset
 
 
 class TargetOutOfReach(PerceptError):
@@ -186,12 +186,9 @@ def sigma_for_image(
 def calibration_images(n: int, size: int = 256) -> list[Tensor]:
     """The calibration set: the top-left size x size crops of the first n imagenet-sample val images
     with both sides >= size (never Kodak, which is for evaluation only)."""
-    paths = imagenet_sample_paths("val")
-    if not paths:
-        raise PerceptError("imagenet-sample not found: set PERCEPT_DATA (see the data README)")
     crops = []
-    for path in paths:
-        img = load_image(path)[0]
+    for item in iter_dataset("imagenet-sample:val"):
+        img = item.image
         if min(img.shape[-2:]) >= size:
             crops.append(img[..., :size, :size])
             if len(crops) == n:

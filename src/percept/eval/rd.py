@@ -14,48 +14,8 @@ from tqdm import tqdm
 
 from percept.codecs import get_codec
 from percept.codecs.container import decode_file, encode_image
-from percept.core.images import load_image
 from percept.errors import PerceptError
-from percept.hub.data import SKIMAGE_PHOTOS, kodak_dir, kodak_paths, skimage_photo
 from percept.metrics import bd_rate, psnr
-
-
-def evaluation_images(images: int | Sequence[str]) -> tuple[dict[str, torch.Tensor], str]:
-    """Images for a sweep and a sentence saying where they came from.
-
-    `images` is a count (the first N of Kodak, kodim01 onwards) or a list of Kodak names
-    ("kodim23" or "kodim23.png"). Without Kodak (PERCEPT_DATA unset or without kodak/) the same
-    number of scikit-image photos is used instead, and the sentence says so: numbers on them are not
-    comparable with published Kodak tables.
-    """
-    if isinstance(images, int):
-        if images < 1:
-            raise PerceptError(f"images must be at least 1, got {images}")
-        wanted: list[str] | None = None
-        count = images
-    else:
-        wanted = [n if n.endswith(".png") else f"{n}.png" for n in images]
-        count = len(wanted)
-    paths = kodak_paths()
-    if paths:
-        by_name = {p.name: p for p in paths}
-        names = wanted if wanted is not None else sorted(by_name)[:count]
-        absent = [n for n in names if n not in by_name]
-        if absent:
-            raise PerceptError(f"not in {kodak_dir()}: {', '.join(absent)}")
-        loaded = {n.removesuffix(".png"): load_image(by_name[n])[0] for n in names}
-        return loaded, f"Kodak images from {kodak_dir()}: {', '.join(loaded)}."
-    if count > len(SKIMAGE_PHOTOS):
-        raise PerceptError(
-            f"Kodak not found and only {len(SKIMAGE_PHOTOS)} scikit-image photos exist: "
-            "set PERCEPT_DATA to a folder with kodak/ or ask for fewer images"
-        )
-    names = list(SKIMAGE_PHOTOS[:count])
-    loaded = {n: skimage_photo(n) for n in names}
-    return loaded, (
-        "Kodak not found (set PERCEPT_DATA to a folder holding kodak/): using the scikit-image photos "
-        f"{', '.join(names)} instead; these numbers are not comparable with published Kodak tables."
-    )
 
 
 def rd_sweep(

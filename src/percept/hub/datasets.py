@@ -24,7 +24,7 @@ import os
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -38,6 +38,7 @@ from percept.hub.data import (
     SKIMAGE_PHOTOS,
     imagenet_sample_paths,
     kodak_dir,
+    kodak_paths,
     skimage_photo,
 )
 
@@ -205,3 +206,38 @@ def load_dataset(
 ) -> list[NamedImage]:
     """All images of a dataset as a list of ``NamedImage(name, [1,3,H,W] tensor)``; ``limit`` keeps the first N."""
     return list(iter_dataset(name, crop=crop, limit=limit))
+
+
+def evaluation_images(images: int | Sequence[str]) -> tuple[dict[str, torch.Tensor], str]:
+    """Images for a chapter's sweep, by name, and a sentence saying where they came from.
+
+    `images` is a count (the first N of Kodak, kodim01 onwards) or a list of Kodak names
+    ("kodim23" or "kodim23.png"). Without Kodak (PERCEPT_DATA unset or without kodak/) the same
+    number of scikit-image photos is used instead, and the sentence says so: numbers on them are not
+    comparable with published Kodak tables.
+    """
+    if isinstance(images, int):
+        if images < 1:
+            raise PerceptError(f"images must be at least 1, got {images}")
+        wanted, count = None, images
+    else:
+        wanted = [n.removesuffix(".png") for n in images]
+        count = len(wanted)
+    paths = {p.stem: p for p in kodak_paths()}
+    if paths:
+        names = wanted if wanted is not None else sorted(paths)[:count]
+        absent = [n for n in names if n not in paths]
+        if absent:
+            raise PerceptError(f"not in {kodak_dir()}: {', '.join(absent)}")
+        loaded = {n: load_image(paths[n])[0] for n in names}
+        return loaded, f"Kodak images from {kodak_dir()}: {', '.join(loaded)}."
+    if count > len(SKIMAGE_PHOTOS):
+        raise PerceptError(
+            f"Kodak not found and only {len(SKIMAGE_PHOTOS)} scikit-image photos exist: "
+            "set PERCEPT_DATA to a folder with kodak/ or ask for fewer images"
+        )
+    loaded = {item.name: item.image for item in iter_dataset("skimage", limit=count)}
+    return loaded, (
+        "Kodak not found (set PERCEPT_DATA to a folder holding kodak/): using the scikit-image photos "
+        f"{', '.join(loaded)} instead; these numbers are not comparable with published Kodak tables."
+    )
