@@ -9,7 +9,6 @@ import importlib
 import os
 import sys
 
-from percept.core import cpu
 from percept.errors import PerceptError
 
 # name -> (module, help). Modules are imported only when their subcommand runs.
@@ -30,7 +29,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "percept.cli.calibrate",
         "measure the sigma of paper 1's MSE-doubling rule for a setting; store it in the table",
     ),
-    "publish": ("percept.cli.publish", "ship a finished training run into the model zoo (zoo.json)"),
+    "publish": (
+        "percept.cli.publish",
+        "ship a finished training run into the model zoo (zoo.json)",
+    ),
     "eval": (
         "percept.cli.eval",
         "evaluate codecs and enhancers over a dataset, write results JSON",
@@ -63,14 +65,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
 
-    cpu.reuse_freed_memory()  # whole-image networks on CPU run faster (percept.core.cpu)
-    module = importlib.import_module(SUBCOMMANDS[name][0])
     try:
+        # the imports are inside the handlers too: Ctrl-C while torch loads is one line, exit 130
+        from percept.core import cpu
+
+        cpu.reuse_freed_memory()  # whole-image networks on CPU run faster (percept.core.cpu)
+        module = importlib.import_module(SUBCOMMANDS[name][0])
         code = int(module.main([name, *rest]) or 0)
         sys.stdout.flush()  # a block-buffered pipe fails here, inside the handler below
         return code
     except PerceptError as exc:
-        print(f"percept {name}: error: {exc}", file=sys.stderr)
+        print(f"percept {name}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"percept {name}: error: out of memory", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"percept {name}: interrupted", file=sys.stderr)
@@ -80,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         # is pointed at devnull so the interpreter's final flush does not raise again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error message as one line (a library's message may hold newlines)."""
+    return " ".join(str(exc).split("\n")).strip() or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -14,8 +15,15 @@ from percept.codecs import get_codec, list_codecs
 from percept.codecs.base import operator_of
 from percept.codecs.container import decode_file, encode_image, unpack
 from percept.codecs.jpeg_consistency import projector_for
-from percept.core.images import atomic_write_bytes, load_image, save_png
-from percept.enhancer.pipeline import Enhancer
+from percept.core.images import (
+    atomic_write_bytes,
+    check_output_path,
+    describe_path,
+    load_image,
+    same_file,
+    save_png,
+)
+from percept.enhancer.pipeline import Enhancer, check_sigma
 from percept.enhancer.presets import PRECISIONS, PRESETS, EnhancerConfig
 from percept.enhancer.signalling import resolve_sigma, signal_sigma
 from percept.errors import PerceptError
@@ -53,19 +61,41 @@ def _parse_sets(items: list[str]) -> dict:
     return options
 
 
-def _check_out_dir(path: Path) -> None:
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise PerceptError(f"cannot write {path}: directory {directory} does not exist")
+SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 0..2^64-1
+MAX_FILE_BYTES = 1 << 30  # a percept file above 1 GiB is not one percept wrote
+
+
+def _check_out_dir(path, source: Path | None = None) -> Path:
+    """The output path, refused with one line when it cannot be written as a file or names the
+    input (`percept encode a.png a.png` would overwrite what it reads)."""
+    path = check_output_path(path)
+    if source is not None and path.exists() and same_file(source, path):
+        raise PerceptError(f"the output {path} is the input file: choose another output path")
+    return path
 
 
 def _read_file(path: Path) -> bytes:
-    if not path.is_file():
-        raise PerceptError(f"cannot read {path}: no such file")
+    problem = describe_path(path)
+    if problem:
+        raise PerceptError(f"cannot read {path}: {problem}")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise PerceptError(
+            f"cannot read {path}: larger than {MAX_FILE_BYTES} bytes, not a percept file"
+        )
     try:
         return path.read_bytes()
     except OSError as exc:
         raise PerceptError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _check_seed(p: _Parser, seed: int | None) -> None:
+    if seed is not None and not 0 <= seed <= SEED_MAX:
+        p.error(f"--seed must be in 0..2^64-1, got {str(seed)[:30]}")
+
+
+def _check_steps(p: _Parser, steps: int | None) -> None:
+    if steps is not None and steps < 1:
+        p.error(f"--steps must be at least 1, got {str(steps)[:30]}")
 
 
 def encode(argv: list[str]) -> int:
@@ -75,7 +105,7 @@ def encode(argv: list[str]) -> int:
     p.add_argument(
         "input", type=Path, help="any image Pillow reads (converted to 8-bit RGB, said so)"
     )
-    p.add_argument("output", type=Path, help="the percept file to write")
+    p.add_argument("output", help="the percept file to write")
     p.add_argument(
         "--codec", default="jpeg", help="codec name (see `percept codecs`; default jpeg)"
     )
@@ -109,15 +139,19 @@ def encode(argv: list[str]) -> int:
         p.error("--signal-sigma needs --prior NAME_OR_PATH")
     if args.signal_sigma is None and (args.prior or args.steps is not None or args.consistency):
         p.error("--prior, --steps and --consistency go with --signal-sigma")
-    if args.target_ratio <= 1.0:
-        p.error("--target-ratio must be above 1 (the enhancer adds distortion)")
-
+    if not math.isfinite(args.target_ratio) or args.target_ratio <= 1.0:
+        p.error(
+            f"--target-ratio must be a finite number above 1 (the enhancer adds distortion), "
+            f"got {args.target_ratio}"
+        )
+    _check_seed(p, args.seed)
+    _check_steps(p, args.steps)
 
     options = _parse_sets(args.set)
     if args.weights is not None:
         options["weights"] = args.weights
     codec = get_codec(args.codec, args.quality, **options)
-    _check_out_dir(args.output)
+    args.output = _check_out_dir(args.output, args.input)
     x, notes = load_image(args.input)
     for note in notes:
         print(f"percept encode: note: {args.input}: {note}", file=sys.stderr)
@@ -147,11 +181,13 @@ def decode(argv: list[str]) -> int:
         "decode", "Decode a percept file to PNG, optionally through the diffusion enhancer."
     )
     p.add_argument("input", type=Path)
-    p.add_argument("output", type=Path, help="PNG to write")
+    p.add_argument("output", help="PNG to write")
     p.add_argument("--weights", default=None, help="local weights file for a learned codec")
     p.add_argument("--enhance", choices=tuple(PRESETS), default=None)
     p.add_argument("--prior", default=None, help="prior name or weights path (with --enhance)")
-    p.add_argument("--sigma", default="auto", help="noise level: auto or a value (with --enhance)")
+    p.add_argument(
+        "--sigma", default=None, help="noise level: auto (default) or a value (with --enhance)"
+    )
     p.add_argument(
         "--seed",
         type=int,
@@ -162,7 +198,7 @@ def decode(argv: list[str]) -> int:
     p.add_argument(
         "--precision",
         choices=PRECISIONS,
-        default="fp32",
+        default=None,
         help="network arithmetic with --enhance: bf16 autocast is 2-3x faster on CPUs with AMX",
     )
     p.add_argument(
@@ -193,12 +229,35 @@ def decode(argv: list[str]) -> int:
         p.error("choose one of --enhance (paper 1) and --fusion (paper 2)")
     if args.tau is not None and args.fusion is None:
         p.error("--tau goes with --fusion")
+    if args.enhance is None:
+        given = [
+            flag
+            for flag, value in (
+                ("--prior", args.prior),
+                ("--sigma", args.sigma),
+                ("--steps", args.steps),
+                ("--precision", args.precision),
+            )
+            if value is not None
+        ]
+        if args.fusion is None and args.seed is not None:
+            given.append("--seed")
+        if given:
+            p.error(f"{', '.join(given)} go(es) with --enhance")
+    _check_seed(p, args.seed)
+    _check_steps(p, args.steps)
+    args.precision = args.precision or "fp32"
+    args.sigma = "auto" if args.sigma is None else args.sigma
+    if args.sigma != "auto":
+        try:
+            check_sigma(float(args.sigma))
+        except ValueError:
+            p.error(f"--sigma must be 'auto' or a number, got {args.sigma[:40]!r}")
     if args.fusion is not None:
         return _decode_fused(args)
 
-
     data = _read_file(args.input)
-    _check_out_dir(args.output)
+    args.output = _check_out_dir(args.output, args.input)
     options = {} if args.weights is None else {"weights": args.weights}
     x_hat, record = decode_file(data, **options)
     if args.enhance is not None:
@@ -240,7 +299,7 @@ def _decode_fused(args) -> int:
 
     tau = check_tau(0.5 if args.tau is None else args.tau)
     data = _read_file(args.input)
-    _check_out_dir(args.output)
+    args.output = _check_out_dir(args.output, args.input)
     name = args.fusion
     if name == "auto":
         record = unpack(data)
@@ -259,7 +318,6 @@ def info(argv: list[str]) -> int:
     p.add_argument("input", type=Path)
     args = p.parse_args(argv)
 
-
     record = unpack(_read_file(args.input))
     print(f"file:     {args.input}")
     print(f"format:   percept container version {record.version}")
@@ -277,7 +335,6 @@ def info(argv: list[str]) -> int:
 def codecs(argv: list[str]) -> int:
     p = _parser("codecs", "List codecs and whether each is available on this machine.")
     p.parse_args(argv)
-
 
     rows = [("codec", "kind", "quality", "default", "available", "notes")]
     for c in list_codecs():

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from percept.codecs.registry import CodecInfo, import_quietly, register_codec
 from percept.codecs.varint import encode_varint as _varint
-from percept.core.images import quantize
+from percept.core.images import check_pixels, one_line, quantize
 from percept.core.tiling import pad_to_multiple
 from percept.errors import CodecError, WeightsUnavailable
 
@@ -71,6 +71,8 @@ def deserialize(data: bytes) -> tuple[int, int, list[list[bytes]], list[int]]:
     shape = []
     for _ in range(ndim):
         dim, pos = _read_varint(data, pos)
+        if dim >= 1 << 31:
+            raise CodecError("compressai payload is corrupted (a latent size beyond 2^31)")
         shape.append(dim)
     strings: list[list[bytes]] = []
     n_groups, pos = _read_varint(data, pos)
@@ -145,12 +147,71 @@ class CompressAICodec:
         return serialize(height, width, out["strings"], list(out["shape"]))
 
     @torch.no_grad()
+    def _layout(self) -> tuple[int, tuple[int, int], int]:
+        """(string groups, latent shape of one multiple x multiple tile, latent symbols per tile
+        bounded above), from compressing one blank tile once: what a valid payload must declare."""
+        if getattr(self, "_layout_cache", None) is None:
+            probe = torch.zeros(1, 3, self.multiple, self.multiple)
+            out = self.model.compress(probe)
+            unit = tuple(int(d) for d in out["shape"])
+            symbols = 2 * int(self.model.g_a(probe).numel()) if hasattr(self.model, "g_a") else 0
+            self._layout_cache = (len(out["strings"]), unit, max(symbols, 4096))
+        return self._layout_cache
+
+    def checked_payload(
+        self, data: bytes, height: int | None = None, width: int | None = None
+    ) -> tuple[int, int, list[list[bytes]], list[int]]:
+        """Parse a payload and check what it declares before anything is decoded: its image size
+        (against the file header's `height` x `width` when given, and the pixel cap), the latent
+        grid that size must have, one batch item, the model's number of string groups. Returns
+        (height, width, strings, shape) with each string followed by zero bytes: CompressAI's rANS
+        decoder reads past a string's end without a bound check (a short string under a large grid
+        crashes the process), so it is given zeros to read instead of foreign memory."""
+        ph, pw, strings, shape = deserialize(data)
+        if height is not None and (ph, pw) != (height, width):
+            raise CodecError(
+                f"{self.name} payload declares a {pw}x{ph} image, but the header says "
+                f"{width}x{height}: the file is inconsistent"
+            )
+        if ph == 0 or pw == 0:
+            raise CodecError(f"{self.name} payload declares an empty {pw}x{ph} image")
+        check_pixels(ph, pw, f"the {self.name} payload's image")
+        groups, unit, symbols = self._layout()
+        tiles = (-(-ph // self.multiple), -(-pw // self.multiple))
+        expected = [tiles[0] * unit[0], tiles[1] * unit[1]] if len(unit) == 2 else None
+        if expected is not None and list(shape) != expected:
+            shown = "x".join(str(d) if d < 10**6 else "(huge)" for d in shape) or "(none)"
+            raise CodecError(
+                f"{self.name} payload declares a latent grid of {shown} for a {pw}x{ph} image, "
+                f"which has {expected[0]}x{expected[1]}: the file is corrupted"
+            )
+        if len(strings) != groups:
+            raise CodecError(
+                f"{self.name} payload has {len(strings)} string groups; this model writes {groups}"
+            )
+        if any(len(group) != 1 for group in strings):
+            raise CodecError(
+                f"{self.name} payload holds a batch of {max(len(g) for g in strings)} images; "
+                "a percept file holds one"
+            )
+        pad = bytes(4 * symbols * tiles[0] * tiles[1] + 64)
+        return ph, pw, [[group[0] + pad] for group in strings], list(shape)
+
+    def check_payload(self, data: bytes, height: int, width: int) -> None:
+        """Refuse a payload that does not match the file header (see `checked_payload`)."""
+        self.checked_payload(data, height, width)
+
+    @torch.no_grad()
     def decode(self, data: bytes) -> torch.Tensor:
-        height, width, strings, shape = deserialize(data)
+        height, width, strings, shape = self.checked_payload(data)
         try:
             x_hat = self.model.decompress(strings, torch.Size(shape))["x_hat"]
-        except (RuntimeError, ValueError, IndexError) as exc:
-            raise CodecError(f"{self.name} payload cannot be decoded: {exc}") from None
+        except MemoryError:
+            raise CodecError(f"{self.name} payload cannot be decoded: out of memory") from None
+        except Exception as exc:  # CompressAI asserts, overflows and index errors on bad input
+            raise CodecError(
+                f"{self.name} payload cannot be decoded ({type(exc).__name__}: {one_line(exc)})"
+            ) from None
         return quantize(x_hat[..., :height, :width])
 
     def operator(self) -> CompressAIOperator:

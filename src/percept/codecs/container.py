@@ -28,7 +28,8 @@ import torch
 from percept.codecs.jpeg_consistency import projector_for
 from percept.codecs.registry import codec_names, codec_options, get_codec
 from percept.codecs.varint import encode_varint as _varint
-from percept.errors import ContainerError
+from percept.core.images import check_pixels, one_line
+from percept.errors import CodecError, ContainerError, PerceptError
 
 MAGIC = b"PRCP"
 FORMAT_VERSION = 1
@@ -157,7 +158,7 @@ def _parse(data: bytes) -> tuple[str, dict, int, int, bytes]:
     blob = reader.take(reader.varint("parameters length", MAX_PARAMS_BYTES), "parameters")
     try:
         params = json.loads(blob.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise ContainerError("corrupted header: the codec parameters are not valid JSON") from None
     if not isinstance(params, dict):
         raise ContainerError("corrupted header: the codec parameters are not a JSON object")
@@ -222,8 +223,25 @@ def encode_image(x: torch.Tensor, codec) -> bytes:
     if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
         raise ValueError(f"expected a [1,3,H,W] image, got shape {tuple(x.shape)}")
     height, width = int(x.shape[2]), int(x.shape[3])
-    payload = codec.encode(x)
-    return pack(codec.name, codec_params(codec), height, width, payload)
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
+        raise CodecError(
+            f"cannot encode a {width}x{height} image: a percept file holds sides of 1..{MAX_SIDE} px"
+        )
+    check_pixels(height, width)
+    try:
+        payload = codec.encode(x)
+    except PerceptError:
+        raise
+    except MemoryError:
+        raise CodecError(f"{codec.name} cannot encode this image: out of memory") from None
+    except Exception as exc:  # a codec library's own limits, on the way in
+        raise CodecError(
+            f"{codec.name} cannot encode this image ({type(exc).__name__}: {one_line(exc)})"
+        ) from None
+    try:
+        return pack(codec.name, codec_params(codec), height, width, payload)
+    except (ValueError, TypeError) as exc:
+        raise CodecError(f"{codec.name}: cannot write the file header: {one_line(exc)}") from None
 
 
 def decode_file(data: bytes, **options) -> tuple[torch.Tensor, Record]:
@@ -234,18 +252,38 @@ def decode_file(data: bytes, **options) -> tuple[torch.Tensor, Record]:
     (`check_params`), e.g. that the weights are the ones that encoded the file.
     """
     record = unpack(data)
+    check_pixels(record.height, record.width, "the file's image")
     quality = record.params.get("quality")
     if isinstance(quality, bool) or not isinstance(quality, int):
-        raise ContainerError(f"corrupted header: quality {quality!r} is not an integer")
+        shown = repr(quality) if len(repr(quality)) <= 40 else repr(quality)[:37] + "..."
+        raise ContainerError(f"corrupted header: quality {shown} is not an integer")
     # The header's parameters configure the decoder (e.g. a learned codec's metric); the
     # caller's options (e.g. weights=PATH) come on top.
     accepted = codec_options(record.codec)
     recorded = {k: v for k, v in record.params.items() if k in accepted and k != "quality"}
     codec = get_codec(record.codec, quality, **{**recorded, **options})
     check = getattr(codec, "check_params", None)
-    if check is not None:
-        check(record.params)
-    x = codec.decode(record.payload)
+    try:
+        if check is not None:
+            check(record.params)
+        # what the payload declares (its size, format, latent grid) is checked against the
+        # header before any pixel is decoded: a small file cannot make a huge allocation
+        check_payload = getattr(codec, "check_payload", None)
+        if check_payload is not None:
+            check_payload(record.payload, record.height, record.width)
+        x = codec.decode(record.payload)
+    except PerceptError:
+        raise
+    except MemoryError:
+        raise CodecError(f"{record.codec} payload cannot be decoded: out of memory") from None
+    except Exception as exc:  # the codec library's exceptions on bad bytes end here
+        raise CodecError(
+            f"{record.codec} payload cannot be decoded ({type(exc).__name__}: {one_line(exc)})"
+        ) from None
+    if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+        raise ContainerError(
+            f"the payload decodes to a tensor of shape {tuple(x.shape)}, not one RGB image"
+        )
     if tuple(x.shape[-2:]) != (record.height, record.width):
         raise ContainerError(
             f"the payload decodes to {x.shape[-2]}x{x.shape[-1]}, but the header says "

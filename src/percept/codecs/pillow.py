@@ -16,17 +16,28 @@ transform. JPEG and AVIF take `subsampling="4:4:4"`. The choice is recorded in t
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Callable
 
 import torch
-from PIL import Image, features
+from PIL import Image, UnidentifiedImageError, features
 
 from percept.codecs.jpeg_consistency import projector_for
 from percept.codecs.registry import CodecInfo, register_codec
-from percept.core.images import pil_to_tensor, tensor_to_pil
-from percept.errors import CodecError
+from percept.core.images import check_pixels, one_line, pil_to_tensor, tensor_to_pil
+from percept.errors import CodecError, PerceptError
 
 _SUBSAMPLING_JPEG = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
+# The largest side each library codes (libjpeg 65500, libwebp 16383, AVIF through libavif/aom 65536,
+# OpenJPEG none below the container's 65535); a larger image is refused before the encoder runs.
+MAX_SIDES = {"jpeg": 65500, "webp": 16383}
+
+
+def _int_option(name: str, option: str, value, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise CodecError(f"{name}: {option} must be an integer in {lo}..{hi}, got {shown}")
+    return value
 
 
 class PillowCodec:
@@ -38,17 +49,71 @@ class PillowCodec:
         self.params = {"quality": quality, **params}
 
     def encode(self, x: torch.Tensor) -> bytes:
+        height, width = int(x.shape[-2]), int(x.shape[-1])
+        top = MAX_SIDES.get(self.name)
+        if top is not None and max(height, width) > top:
+            raise CodecError(
+                f"{self.name} cannot code a {width}x{height} image: its sides are at most {top} px"
+            )
         buf = io.BytesIO()
-        tensor_to_pil(x).save(buf, format=self.format, **self.save_kwargs)
+        try:
+            tensor_to_pil(x).save(buf, format=self.format, **self.save_kwargs)
+        except MemoryError:
+            raise CodecError(f"{self.name} cannot encode this image: out of memory") from None
+        except Exception as exc:  # the library's own limits and option checks
+            raise CodecError(f"{self.name} cannot encode this image: {one_line(exc)}") from None
         return buf.getvalue()
+
+    def _open(self, data: bytes) -> Image.Image:
+        """The payload opened lazily (header only), as this codec's format and nothing else."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            try:
+                return Image.open(io.BytesIO(data), formats=[self.format])
+            except UnidentifiedImageError:
+                raise CodecError(
+                    f"the payload is not a {self.name} bitstream ({self.format} cannot read it)"
+                ) from None
+            except Image.DecompressionBombError:
+                raise CodecError(
+                    f"the {self.name} payload declares an image beyond Pillow's bomb limit"
+                ) from None
+
+    def check_payload(self, data: bytes, height: int, width: int) -> None:
+        """Refuse a payload whose own header disagrees with the file header (size, format)."""
+        try:
+            with self._open(data) as img:
+                self._check_declared(img, height, width)
+        except CodecError:
+            raise
+        except Exception as exc:  # a header the library cannot parse
+            raise CodecError(f"{self.name} payload cannot be decoded: {one_line(exc)}") from None
+
+    def _check_declared(self, img: Image.Image, height: int | None, width: int | None) -> None:
+        if img.format != self.format:
+            raise CodecError(f"the payload is {img.format}, not {self.name}")
+        w, h = img.size
+        if height is not None and (h, w) != (height, width):
+            raise CodecError(
+                f"the {self.name} payload declares a {w}x{h} image, but the header says "
+                f"{width}x{height}: the file is inconsistent"
+            )
+        if w <= 0 or h <= 0:
+            raise CodecError(f"the {self.name} payload declares an empty {w}x{h} image")
+        check_pixels(h, w, f"the {self.name} payload's image")
 
     def decode(self, data: bytes) -> torch.Tensor:
         try:
-            with Image.open(io.BytesIO(data)) as img:
+            with self._open(data) as img:
+                self._check_declared(img, None, None)
                 img.load()
                 return pil_to_tensor(img.convert("RGB"))
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise CodecError(f"{self.name} payload cannot be decoded: {exc}") from None
+        except PerceptError:
+            raise
+        except MemoryError:
+            raise CodecError(f"{self.name} payload cannot be decoded: out of memory") from None
+        except Exception as exc:  # OSError, SyntaxError, RuntimeError (AVIF), ... on bad bytes
+            raise CodecError(f"{self.name} payload cannot be decoded: {one_line(exc)}") from None
 
 
 class PillowJpegCodec(PillowCodec):
@@ -60,9 +125,9 @@ class PillowJpegCodec(PillowCodec):
 
 
 def _check_subsampling(name: str, subsampling: str, allowed) -> str:
-    if subsampling not in allowed:
+    if not isinstance(subsampling, str) or subsampling not in allowed:
         raise CodecError(
-            f"{name}: subsampling must be one of {', '.join(allowed)}, got {subsampling!r}"
+            f"{name}: subsampling must be one of {', '.join(allowed)}, got {str(subsampling)[:40]!r}"
         )
     return subsampling
 
@@ -75,8 +140,7 @@ def jpeg(quality: int, subsampling: str = "4:2:0") -> PillowCodec:
 
 
 def webp(quality: int, method: int = 4) -> PillowCodec:
-    if not 0 <= method <= 6:
-        raise CodecError(f"webp: method must be 0..6, got {method}")
+    _int_option("webp", "method", method, 0, 6)
     kwargs = {"quality": quality, "method": method}
     params = {"method": method, "subsampling": "4:2:0", "libwebp": features.version("webp")}
     return PillowCodec("webp", quality, "WEBP", kwargs, params)
@@ -84,8 +148,7 @@ def webp(quality: int, method: int = 4) -> PillowCodec:
 
 def avif(quality: int, subsampling: str = "4:2:0", speed: int = 6) -> PillowCodec:
     _check_subsampling("avif", subsampling, ("4:2:0", "4:2:2", "4:4:4"))
-    if not 0 <= speed <= 10:
-        raise CodecError(f"avif: speed must be 0..10, got {speed}")
+    _int_option("avif", "speed", speed, 0, 10)
     kwargs = {"quality": quality, "subsampling": subsampling, "speed": speed, "max_threads": 1}
     params = {"subsampling": subsampling, "speed": speed, "libavif": features.version("avif")}
     return PillowCodec("avif", quality, "AVIF", kwargs, params)

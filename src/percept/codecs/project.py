@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from percept.codecs import CompressAICodec, register_codec
 from percept.codecs.registry import import_quietly
+from percept.core.images import new_file_mode
 from percept.errors import CodecError, WeightsUnavailable
 from percept.hub import zoo
 
@@ -80,9 +81,7 @@ def save_trained_codec(
         raise ValueError("the model has no CDF tables: call model.update(force=True) before saving")
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps(config, sort_keys=True)})
-    os.chmod(
-        tmp, 0o644
-    )  # safetensors creates the file private; a weights file is meant to be shared
+    os.chmod(tmp, new_file_mode())  # safetensors creates the file private: give the umask's mode
     os.replace(tmp, path)
     return path
 

@@ -133,10 +133,11 @@ def get_codec(name: str, quality: int | None = None, **options) -> Codec:
     if quality is None:
         quality = info.default_quality
     if isinstance(quality, bool) or not isinstance(quality, int):
-        raise CodecError(f"quality must be an integer, got {quality!r}")
+        shown = repr(quality) if len(repr(quality)) <= 40 else repr(quality)[:37] + "..."
+        raise CodecError(f"quality must be an integer, got {shown}")
     if not info.quality_min <= quality <= info.quality_max:
         raise CodecError(
-            f"quality {quality} is out of range for {name}: use {info.quality_min}..{info.quality_max} "
+            f"quality {_short(quality)} is out of range for {name}: use {info.quality_min}..{info.quality_max} "
             f"({info.quality_meaning})"
         )
     if not info.available:
@@ -154,4 +155,16 @@ def get_codec(name: str, quality: int | None = None, **options) -> Codec:
             f"codec {name} does not take option(s) {', '.join(sorted(options))}: "
             f"it accepts {', '.join(accepted) or 'none'}"
         ) from None
-    return factory(quality, **options)
+    try:
+        return factory(quality, **options)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        # an option of the wrong type or range (`--set method=abc`, a header parameter that is a
+        # list): the factory's own checks are CodecErrors, these are the ones it did not foresee
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in sorted(options.items()))
+        text = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise CodecError(f"codec {name}: bad option value ({shown}): {text}") from None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

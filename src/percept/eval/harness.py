@@ -13,6 +13,9 @@ rows as an uninterrupted one (timings aside).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import shutil
 import time
 import zlib
@@ -179,6 +182,29 @@ def _cells(images, config, cache, deep_metrics, progress) -> list[dict]:
     return cells
 
 
+@contextlib.contextmanager
+def results_lock(out: Path):
+    """Hold an exclusive lock on a results file for a whole run: a second `percept eval` on the
+    same --out is refused with one line instead of both runs writing it and one run's rows being
+    lost. The lock is an flock on a hidden file beside it (`.NAME.lock`, kept: removing it would
+    let two runs lock different files); the kernel releases it when the process ends."""
+    lock = out.parent / f".{out.name}.lock"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise PerceptError(f"cannot lock {out}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PerceptError(
+                f"another percept eval is writing {out}: wait for it to finish or use another --out"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def run(
     dataset: str,
     codecs: dict[str, list[int]],
@@ -208,6 +234,34 @@ def run(
     calibration of the model that runs the method.
     """
     out = Path(out)
+    with results_lock(out):
+        return _run(
+            dataset, codecs, methods, out=out, crop=crop, limit=limit, prior=prior,
+            consistency_model=consistency_model, seed=seed, swd_seeds=swd_seeds,
+            deep_metrics=deep_metrics, name=name, description=description, overwrite=overwrite,
+            progress=progress, on_image=on_image,
+        )  # fmt: skip
+
+
+def _run(
+    dataset: str,
+    codecs: dict[str, list[int]],
+    methods: Sequence[str],
+    *,
+    out: Path,
+    crop: str | None,
+    limit: int | None,
+    prior: str | None,
+    consistency_model: str | None,
+    seed: int,
+    swd_seeds: Sequence[int],
+    deep_metrics: Sequence[str],
+    name: str | None,
+    description: str,
+    overwrite: bool,
+    progress: bool,
+    on_image: Callable[[int, str], None] | None,
+) -> dict:
     parsed = [parse_method(m) for m in methods]
     unknown = set(deep_metrics) - set(DEEP_METRICS)
     if unknown:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from percept.codecs.compressai_codec import CompressAICodec, deserialize
+from percept.codecs.compressai_codec import CompressAICodec
 from percept.codecs.container import Record, unpack
 from percept.core.images import quantize
 from percept.errors import CodecError, PerceptError
@@ -61,11 +61,16 @@ def decode_payload(
     codec = codec or base_codec_of(fusion)
     if tau == 0.0:
         return codec.decode(payload)  # the base decode itself, not a computation that equals it
-    height, width, strings, shape = deserialize(payload)
+    # the payload's declared size, latent grid, batch and string groups are checked before the
+    # entropy decoder runs (and its strings padded against over-reads): CompressAICodec.checked_payload
+    height, width, strings, shape = codec.checked_payload(payload)
     try:
         latents = from_strings(fusion.codec_model, strings, torch.Size(shape))
-    except (RuntimeError, ValueError, IndexError, AssertionError) as exc:
-        raise CodecError(f"{fusion.codec_name} payload cannot be decoded: {exc}") from None
+    except Exception as exc:  # CompressAI's asserts, overflows and index errors on bad bytes
+        raise CodecError(
+            f"{fusion.codec_name} payload cannot be decoded ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})"
+        ) from None
     x = fusion.decode_latents(latents, tau, generator)
     return quantize(x[..., :height, :width])
 
@@ -77,7 +82,9 @@ def decode_file_fused(
     tau = check_tau(tau)
     record = unpack(data)
     check_record(fusion, record)
-    x = decode_payload(fusion, record.payload, tau, torch.Generator().manual_seed(seed))
+    codec = base_codec_of(fusion)
+    codec.check_payload(record.payload, record.height, record.width)  # before any decoding
+    x = decode_payload(fusion, record.payload, tau, torch.Generator().manual_seed(seed), codec)
     if tuple(x.shape[-2:]) != (record.height, record.width):
         raise CodecError(
             f"the payload decodes to {x.shape[-2]}x{x.shape[-1]}, but the header says "

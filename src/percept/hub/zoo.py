@@ -19,6 +19,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from percept.core.images import new_file_mode
 from percept.errors import PerceptError, WeightsUnavailable
 from percept.hub import runs
 from percept.models.build import build_denoiser
@@ -52,7 +53,7 @@ def save_weights(state_dict: dict[str, Tensor], card: dict[str, Any], out_path: 
     os.close(fd)
     save_file(tensors, tmp, metadata={"kind": str(card.get("kind", ""))})
     os.replace(tmp, out_path)
-    os.chmod(out_path, 0o644)  # mkstemp creates 0600; an installed package must be readable
+    os.chmod(out_path, new_file_mode())  # mkstemp creates 0600; give what the umask gives
     card = {**card, "sha256": sha256_file(out_path)}
     sidecar_path(out_path).write_text(json.dumps(card, indent=2) + "\n")
     return out_path
