@@ -138,3 +138,20 @@ def test_every_notebook_is_in_the_toc():
     in_toc = set(book.toc_files(ROOT))
     for name in book.source_notebooks(ROOT):
         assert f"book/notebooks/{name}" in in_toc
+
+
+def test_a_browser_sees_every_page_load_clean(built_book):
+    """Every page of the tiny book in headless Chromium: no script error in the console, every
+    figure loaded and non-empty, no error output cell. Screenshots go to out/book-shots/ for a
+    person to look at."""
+    from percept.cli import browse
+
+    if browse.browser() is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium): the book was not looked at")
+    shots = ROOT / "out" / "book-shots"
+    pages, problems = browse.check_book(built_book / "_build" / "html", shots)
+    assert len(pages) >= len(book.toc_files(built_book))
+    assert problems == []
+    for page in pages:
+        shot = shots / page.relative_to(built_book / "_build" / "html").with_suffix(".png")
+        assert shot.stat().st_size > 10_000, f"{shot} is nearly empty"
