@@ -133,9 +133,25 @@ def load_project_model(name: str, quality: int, device: str = "cpu") -> Compress
 
 def _factory(name: str):
     def make(quality: int):
-        return CompressAICodec(load_project_model(name, quality), name, quality)
+        path = project_codec_path(name, quality)
+        try:
+            stamp = path.stat()
+            key = (str(path), stamp.st_mtime_ns, stamp.st_size)
+        except OSError:  # missing weights: load_trained_codec says so in one line
+            key = None
+        if key is not None and key in _CODECS:
+            return _CODECS[key]
+        codec = CompressAICodec(load_trained_codec(path)[0], name, quality)
+        if key is not None:
+            _CODECS[key] = codec
+        return codec
 
     return make
+
+
+# Built codecs by weights file (path, mtime, size): decoding many files (an eval run, a batch of
+# decodes) loads and tabulates each network once; a codec holds no per-file state.
+_CODECS: dict[tuple, CompressAICodec] = {}
 
 
 def register_project_codecs() -> None:

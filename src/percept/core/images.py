@@ -201,12 +201,14 @@ def check_output_path(path: str | os.PathLike) -> Path:
     if text.endswith(os.sep) or text.endswith("/."):
         raise PerceptError(f"cannot write {text}: it names a directory, not a file")
     path = Path(text)
-    if path.is_dir():
-        raise PerceptError(f"cannot write {path}: it is a directory")
     if len(path.name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
         raise PerceptError(
             f"cannot write {str(path)[:60]}...: the file name is longer than {MAX_NAME_BYTES} bytes"
         )
+    if len(text) > 4000:
+        raise PerceptError(f"cannot write {text[:60]}...: the path is too long")
+    if path.is_dir():
+        raise PerceptError(f"cannot write {path}: it is a directory")
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise PerceptError(f"cannot write {path}: directory {directory} does not exist")
