@@ -25,7 +25,7 @@ METRICS: dict[str, tuple[str, bool]] = {
     "kid": ("KID", False),
     "swd": ("SWD x1e3 (reference-normalised)", False),
     "decode_s": ("decoding time (s)", False),
-    "mse_ratio": ("MSE / MSE of the base decode", False),
+    "mse_ratio": ("MSE ratio (MSE / MSE of the plain decode)", False),
 }
 
 
@@ -148,5 +148,78 @@ def image_panel(images, *, titles=None, ncols: int | None = None, inches: float 
             image.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy(), interpolation="nearest"
         )
         ax.set_title(titles[name] if titles and name in titles else name, fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def _free_labels(ax: Axes, points, texts, *, min_px: float = 14.0, offset=(4, 4)) -> None:
+    """Annotate points with texts, skipping a label that would sit within `min_px` display pixels
+    of one already placed or of another point's label anchor, so labels never collide."""
+    ax.autoscale_view()
+    placed: list[tuple[float, float]] = []
+    for (x, y), text in zip(points, texts):
+        px, py = ax.transData.transform((x, y))
+        if any(abs(px - qx) < 3.5 * min_px and abs(py - qy) < min_px for qx, qy in placed):
+            continue
+        placed.append((px, py))
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=offset, fontsize=7,
+                    color="0.25")  # fmt: skip
+
+
+def tradeoff_panels(
+    table: pd.DataFrame,
+    *,
+    x: str = "mse_ratio",
+    y: str = "swd",
+    hue: str = "preset",
+    col: str = "setting",
+    step: str = "sigma",
+    step_label: str = "σ",
+    label_hue: str | None = None,
+    rule: float | None = 2.0,
+    inches: float = 4.6,
+    title=None,
+):
+    """The perception-distortion plane per panel (`col`), one line per `hue` in row order (a sweep
+    of one knob traces its path), with the spread `swd_std` as error bars, the realism floor
+    `swd_floor` dashed, the paper's MSE-doubling rule dotted, and the `step` values (sigma, alpha)
+    of the `label_hue` line (default: the first) written beside its points where they do not
+    collide. The legend sits outside the panels, to their right. Returns the Figure."""
+    panels = list(dict.fromkeys(table[col]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(inches * len(panels), inches * 0.85),
+                             squeeze=False)  # fmt: skip
+    hues = list(dict.fromkeys(table[hue]))
+    colors = {h: f"C{i}" for i, h in enumerate(hues)}
+    markers = dict(zip(hues, "osD^vP*X"))
+    label_hue = label_hue if label_hue in hues else hues[0]
+    for ax, panel in zip(axes[0], panels):
+        part = table[table[col] == panel]
+        for h in hues:
+            line = part[part[hue] == h]
+            if line.empty:
+                continue
+            ax.plot(line[x], line[y], marker=markers[h], color=colors[h], label=str(h), ms=5)
+            if "swd_std" in line and y == "swd":
+                ax.errorbar(line[x], line[y], yerr=line["swd_std"], fmt="none", ecolor=colors[h],
+                            alpha=0.5, capsize=2)  # fmt: skip
+        if "swd_floor" in part and y == "swd":
+            ax.axhline(part["swd_floor"].iloc[0], ls="--", color="gray",
+                       label="floor: originals vs themselves")  # fmt: skip
+        if rule is not None and x == "mse_ratio":
+            ax.axvline(rule, ls=":", color="black", label=f"MSE ×{rule:g} (paper's rule)")
+        ax.set_xlabel("\n".join(_label(x).rsplit(", ", 1)))
+        ax.set_ylabel("\n".join(_label(y).rsplit(", ", 1)))
+        ax.set_title(title(panel) if callable(title) else str(panel), fontsize="medium")
+        labelled = part[part[hue] == label_hue]
+        _free_labels(ax, zip(labelled[x], labelled[y]),
+                     [f"{step_label}={v:g}" for v in labelled[step]])  # fmt: skip
+    handles, labels = {}, []
+    for ax in axes[0]:
+        for hd, lb in zip(*ax.get_legend_handles_labels()):
+            if lb not in handles:
+                handles[lb] = hd
+                labels.append(lb)
+    fig.legend([handles[lb] for lb in labels], labels, loc="center left",
+               bbox_to_anchor=(1.0, 0.5), fontsize="small", frameon=False)  # fmt: skip
     fig.tight_layout()
     return fig
