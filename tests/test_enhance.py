@@ -262,3 +262,44 @@ def test_channels_last_is_a_layout_not_a_result(images):
     ]
     assert torch.equal(outs[0], outs[1])  # on CPU the default is channels-last
     assert float((outs[1] - outs[2]).abs().max()) < 1e-4
+
+
+def test_many_images_in_batches_equal_each_alone(images):
+    enhancer = Enhancer(shrink_denoiser, "medium-sde@5")
+    x_hats = [images[:1], images[1:2], images[2:], torch.rand(1, 3, 5, 7)]
+    sigmas, seeds = [0.3, 0.3, 0.5, 0.3], [4, 5, 6, 7]
+    together = enhancer.many(x_hats, sigmas, seeds, batch_size=2)
+    for x, sigma, seed, y in zip(x_hats, sigmas, seeds, together):
+        torch.testing.assert_close(y, enhancer(x, sigma, seed=seed), rtol=0, atol=1e-6)
+    with pytest.raises(PerceptError, match="one sigma and one seed"):
+        enhancer.many(x_hats, sigmas[:2], seeds)
+
+
+def test_the_fast_path_is_exact_fp32_eager_on_cpu_and_everything_on_cuda():
+    from percept.core.precision import FastPath
+
+    assert FastPath.fastest("cpu") == FastPath()  # CPU outputs are the pinned reference
+    cuda = FastPath.fastest("cuda")
+    assert cuda.compile and cuda.channels_last
+    assert Enhancer(shrink_denoiser).fast_path == FastPath()
+    with pytest.raises(PerceptError, match="precision"):
+        FastPath("fp8")
+
+
+@pytest.mark.gpu
+def test_the_gpu_fast_path_stays_within_40_db_of_fp32_eager(photo):
+    """bf16 autocast, channels-last and a compiled network with CUDA graphs against fp32 eager, on
+    the same noise: the issue's tolerance, PSNR between them at least 40 dB."""
+    from percept.core.precision import FastPath
+    from percept.enhancer.pipeline import load_prior
+    from percept.metrics import psnr
+
+    x = photo[..., :256, :256].cuda()
+    prior = load_prior("percept-cm-s")
+    eager = Enhancer(prior, "fast", device="cuda", fast_path=FastPath())
+    fast = Enhancer(load_prior("percept-cm-s"), "fast", device="cuda")
+    assert fast.fast_path == FastPath.fastest("cuda")
+    for _ in range(3):  # the first calls compile and capture
+        y_fast = fast(x, 0.5, seed=0)
+    y_eager = eager(x, 0.5, seed=0)
+    assert float(psnr(y_fast.float().cpu(), y_eager.float().cpu())) >= 40

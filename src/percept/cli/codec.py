@@ -23,6 +23,7 @@ from percept.core.images import (
     same_file,
     save_png,
 )
+from percept.core.precision import FastPath
 from percept.enhancer.pipeline import Enhancer, check_sigma
 from percept.enhancer.presets import PRECISIONS, PRESETS, EnhancerConfig
 from percept.enhancer.signalling import resolve_sigma, signal_sigma
@@ -285,7 +286,7 @@ def _enhance_decoded(x_hat, record, args):
         )
     config = EnhancerConfig(args.enhance, args.steps, consistency=args.consistency)
     project = projector_for(record.codec, record.payload) if config.consistency else None
-    enhancer = Enhancer.from_pretrained(args.prior, config, precision=args.precision)
+    enhancer = Enhancer.from_pretrained(args.prior, config, fast_path=FastPath(args.precision))
     operator = None
     if config.schedule.needs_differentiable_codec:
         options = {"weights": args.weights} if args.weights else {}

@@ -16,15 +16,17 @@ model it runs; a sigma signalled in the file is resolved before it (`percept.enh
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from percept.core.denoiser import ProjectedDenoiser, trained_sigma_max
-from percept.core.precision import PRECISIONS, native_bf16
+from percept.core.precision import PRECISIONS, FastPath, compiled, native_bf16
 from percept.core.samplers import get_sampler, per_image_generators, randn_like
 from percept.core.schedules import halving_sigmas, karras_sigmas
 from percept.core.tiling import TiledDenoiser, pad_to_multiple
@@ -164,6 +166,18 @@ def load_prior(name_or_path: str) -> nn.Module:
     return TiledDenoiser(denoiser, int(size), int(size) // 8) if size else denoiser
 
 
+def _runnable(model: nn.Module, device: torch.device, fast_path: FastPath) -> nn.Module:
+    """A denoiser on `device`, its network compiled when the fast path says so (a tiled model's
+    inner network: the tiling loop stays eager)."""
+    model = model.to(device) if isinstance(model, nn.Module) else model
+    if fast_path.compile:
+        if isinstance(model, TiledDenoiser):
+            model.denoiser = compiled(model.denoiser, device)
+        else:
+            model = compiled(model, device)
+    return model
+
+
 class Enhancer:
     """Paper 1's enhancer with its models bound once: `Enhancer(prior, config)(x_hat, sigma)`.
 
@@ -180,18 +194,22 @@ class Enhancer:
         config: EnhancerConfig | str = "medium",
         *,
         consistency_model: nn.Module | None = None,
-        precision: str = "fp32",
+        device: str | torch.device = "cpu",
+        fast_path: FastPath | None = None,
         prior_name: str | None = None,
         consistency_model_name: str | None = None,
     ) -> None:
-        if precision not in PRECISIONS:
-            raise PerceptError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
-            )
         self.config = as_config(config)
-        self.prior, self.consistency_model = prior, consistency_model
+        self.device = torch.device(device)
+        self.fast_path = FastPath.fastest(self.device) if fast_path is None else fast_path
         self.prior_name, self.consistency_model_name = prior_name, consistency_model_name
-        self.precision = precision
+        self._models = {
+            "prior": _runnable(prior, self.device, self.fast_path),
+            "cm": None
+            if consistency_model is None
+            else _runnable(consistency_model, self.device, self.fast_path),
+        }
+        self.prior, self.consistency_model = self._models["prior"], self._models["cm"]
 
     @classmethod
     def from_pretrained(
@@ -200,28 +218,25 @@ class Enhancer:
         config: EnhancerConfig | str = "medium",
         *,
         consistency_model: str | None = None,
-        precision: str = "fp32",
+        device: str | torch.device = "cpu",
+        fast_path: FastPath | None = None,
     ) -> Enhancer:
         """Load the models by name (`load_prior`: zoo names, files, run directories, diffusers)."""
         return cls(
             load_prior(prior),
             config,
             consistency_model=load_prior(consistency_model) if consistency_model else None,
-            precision=precision,
+            device=device,
+            fast_path=fast_path,
             prior_name=prior,
             consistency_model_name=consistency_model,
         )
 
     def with_config(self, config: EnhancerConfig | str) -> Enhancer:
-        """The same models under another setting (nothing is loaded again)."""
-        return Enhancer(
-            self.prior,
-            config,
-            consistency_model=self.consistency_model,
-            precision=self.precision,
-            prior_name=self.prior_name,
-            consistency_model_name=self.consistency_model_name,
-        )
+        """The same models under another setting (nothing is loaded or compiled again)."""
+        other = copy.copy(self)
+        other.config = as_config(config)
+        return other
 
     @property
     def _runs_on_consistency_model(self) -> bool:
@@ -281,7 +296,7 @@ class Enhancer:
         sigma: float,
         *,
         seed: int = 0,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         project=None,
         operator=None,
         progress: bool = False,
@@ -319,14 +334,49 @@ class Enhancer:
                 return out
 
         y = enhance(
-            x_in,
+            x_in.to(self.device),
             denoiser,
             sigma,
             self.config,
             operator=operator,
             generator=torch.Generator().manual_seed(int(seed)) if generator is None else generator,
             progress=progress,
-            precision=self.precision,
+            precision=self.fast_path.precision,
+            channels_last=self.fast_path.channels_last,
             project=project_padded,
         )
         return y[..., :h, :w]
+
+    def many(
+        self,
+        x_hats: list[Tensor],
+        sigmas: list[float],
+        seeds: list[int],
+        *,
+        batch_size: int = 16,
+        progress: bool = False,
+    ) -> list[Tensor]:
+        """Many decoded images [1,C,H,W], each at its own sigma and seed, enhanced in batches of
+        images of one size and one sigma: each output equals what `self(x_hat, sigma, seed=seed)`
+        gives alone (every image draws its noise from its own generator), only faster on a GPU.
+        Outputs come back in the input order, on the CPU."""
+        if not len(x_hats) == len(sigmas) == len(seeds):
+            raise PerceptError("many: give one sigma and one seed per image")
+        groups: dict[tuple, list[int]] = {}
+        for i, (x, sigma) in enumerate(zip(x_hats, sigmas)):
+            groups.setdefault((tuple(x.shape), float(sigma)), []).append(i)
+        out: list[Tensor | None] = [None] * len(x_hats)
+        chunks = [
+            (sigma, members[k : k + batch_size])
+            for (_, sigma), members in groups.items()
+            for k in range(0, len(members), batch_size)
+        ]
+        for sigma, members in tqdm(chunks, desc="enhance", unit="batch", disable=not progress):
+            gens = [
+                per_image_generators(torch.Generator().manual_seed(int(seeds[i])), 1)[0]
+                for i in members
+            ]
+            y = self(torch.cat([x_hats[i] for i in members]), sigma, generator=gens)
+            for i, image in zip(members, y.cpu()):
+                out[i] = image[None]
+        return out

@@ -28,12 +28,11 @@ import pandas as pd
 
 from percept.enhancer.table import table_path
 from percept.eval import fusion_report
-from percept.eval.results import SCHEMA, load_results, method_table, summarize
+from percept.eval.results import load_results, method_table, summarize
 from percept.metrics import bd_rate
 
 FUSION_RESULTS = "fusion-kodak.json"  # paper 2's tau sweep beside paper 1's presets, learned codec
 JPEG_RESULTS = "paper1-jpeg-kodak.json"  # paper 1's presets on JPEG
-LEGACY_SCHEMAS = ("percept.results/1",)  # the same format, written before the eval/ package move
 MSE_DOUBLING_DB = 10 * math.log10(2)  # 3.01 dB: the PSNR cost of doubling the MSE
 MSE_RATIO_SLACK = 0.1  # a calibrated sigma "doubles the MSE" when the ratio it reached is 2 +- this
 
@@ -77,15 +76,8 @@ class Sources:
 
 
 def read_results(path: str | Path) -> dict:
-    """`load_results`, also accepting files written under the schema's previous name."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = None
-    if isinstance(data, dict) and data.get("schema") in LEGACY_SCHEMAS:
-        return {**data, "schema": SCHEMA}
-    return load_results(path)
+    """A results file (`percept.eval.results.load_results`)."""
+    return load_results(Path(path))
 
 
 def load_sources(results_dir: str | Path, *, calibration: str | Path | None = None,

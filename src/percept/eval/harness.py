@@ -188,6 +188,7 @@ def results_lock(out: Path):
     same --out is refused with one line instead of both runs writing it and one run's rows being
     lost. The lock is an flock on a hidden file beside it (`.NAME.lock`, kept: removing it would
     let two runs lock different files); the kernel releases it when the process ends."""
+    out.parent.mkdir(parents=True, exist_ok=True)  # the run writes its images beside it anyway
     lock = out.parent / f".{out.name}.lock"
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)

@@ -1,4 +1,4 @@
-"""Results files of `percept eval` (schema ``percept.eval.results/1``) and their summaries.
+"""Results files of `percept eval` (schema ``percept.results/1``) and their summaries.
 
 A results file is CompressAI-like ``{name, description, ...}`` JSON with per-image ``rows`` (one per
 image x codec x quality x method) and set-level ``cells`` (one per codec x quality x method: SWD and
@@ -20,7 +20,9 @@ from percept.core.images import atomic_write_bytes
 from percept.errors import PerceptError
 from percept.metrics import bd_metric, bd_rate
 
-SCHEMA = "percept.eval.results/1"
+# The format's name, written into every results file: data, not a module path (it stays when the
+# module moves).
+SCHEMA = "percept.results/1"
 TIMING_FIELDS = ("decode_s",)  # differ between runs; everything else is deterministic
 PER_IMAGE = ("bytes", "bpp", "psnr", "ms_ssim", "ssimulacra2", "decode_s")
 CELL_KEYS = ("codec", "quality", "method")
