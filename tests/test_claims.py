@@ -134,9 +134,8 @@ def test_nothing_measured_without_sources():
     assert sum(counts.values()) == len(claims.CLAIMS) and list(counts) == list(claims.VERDICTS)
 
 
-def test_load_sources_reads_legacy_and_skips_unfinished(tmp_path):
-    legacy = {**fusion_file(), "schema": "percept.results/1"}
-    (tmp_path / claims.FUSION_RESULTS).write_text(json.dumps(legacy))
+def test_load_sources_reads_results_and_skips_unfinished(tmp_path):
+    (tmp_path / claims.FUSION_RESULTS).write_text(json.dumps(fusion_file()))
     unfinished = results({"decode": 0.0, "enhance:fast:auto": -2.0}, codec="jpeg",
                          swd={(q, m): 1.0 for q in BPP for m in ("decode", "enhance:fast:auto")})
     unfinished["cells"] = unfinished["cells"][:1]
@@ -149,3 +148,16 @@ def test_load_sources_reads_legacy_and_skips_unfinished(tmp_path):
     assert src.calibration == {"x": {"mse_ratio": 2.0}}
     assert claims.fast_jpeg(src).verdict == claims.NOT_YET
     assert not math.isnan(claims.claims_table(src).shape[0])
+
+
+def test_prose_and_figure_come_from_the_findings():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    table = claims.claims_table(claims.Sources())
+    values = claims.prose_values(claims.evaluate(claims.Sources()), table)
+    assert values["n_claims"] == str(len(claims.CLAIMS))
+    assert values["fusion_tau"] == "not measured" and values["n_holds"] == "0"
+    fig = claims.verdict_figure(table)
+    bars = fig.axes[0].patches
+    assert sum(b.get_width() for b in bars) == len(claims.CLAIMS)

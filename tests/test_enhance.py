@@ -303,3 +303,12 @@ def test_the_gpu_fast_path_stays_within_40_db_of_fp32_eager(photo):
         y_fast = fast(x, 0.5, seed=0)
     y_eager = eager(x, 0.5, seed=0)
     assert float(psnr(y_fast.float().cpu(), y_eager.float().cpu())) >= 40
+
+
+def test_the_enhancer_says_whether_its_models_run_a_setting(images):
+    flow = GaussianFlowMap(torch.zeros(192), torch.eye(192) * 0.1)
+    gmm = GaussianMixtureDenoiser(torch.zeros(1, 192), torch.eye(192)[None] * 0.1)
+    assert not Enhancer(gmm, "fast").supported and Enhancer(gmm, "medium").supported
+    both = Enhancer(gmm, "medium", consistency_model=flow)
+    assert both.with_config("fast").supported and both.with_config("fast").denoiser is flow
+    assert both.denoiser is gmm and Enhancer(flow, "fast").supported

@@ -116,8 +116,25 @@ class Browser:
         self._profile.cleanup()
 
 
+# A resource from another host that cannot be reached (a CDN such as MathJax's, on a machine
+# without internet) is the network's failure, not the page's: reported apart, not as a problem.
+OFFLINE = ("net::ERR_NAME_NOT_RESOLVED", "net::ERR_INTERNET_DISCONNECTED", "net::ERR_CONNECTION")
+
+
+def _unreachable(events: list[dict]) -> list[str]:
+    """URLs of other hosts the page could not reach."""
+    return [
+        e["params"]["entry"].get("url", "")
+        for e in events
+        if e.get("method") == "Log.entryAdded"
+        and e["params"].get("entry", {}).get("url", "").startswith(("http://", "https://"))
+        and any(code in e["params"]["entry"].get("text", "") for code in OFFLINE)
+    ]
+
+
 def _console_errors(events: list[dict]) -> list[str]:
     out = []
+    unreachable = set(_unreachable(events))
     for event in events:
         method, params = event.get("method"), event.get("params", {})
         if method == "Runtime.exceptionThrown":
@@ -127,14 +144,19 @@ def _console_errors(events: list[dict]) -> list[str]:
             out.append(" ".join(str(a.get("value", a.get("description"))) for a in params["args"]))
         elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
             entry = params["entry"]
+            if entry.get("url") in unreachable:
+                continue
             out.append(f"{entry.get('text')} {entry.get('url', '')}".strip())
     return [
         line.splitlines()[0] for line in out if line and not line.startswith(THEME_NOISE)
     ]
 
 
-def check_page(tab: Browser, page: Path, shot: Path | None = None, timeout: float = 60) -> list[str]:
-    """What is wrong with one page as Chromium renders it (empty when nothing is)."""
+def check_page(
+    tab: Browser, page: Path, shot: Path | None = None, timeout: float = 60, offline=None
+) -> list[str]:
+    """What is wrong with one page as Chromium renders it (empty when nothing is); the other hosts
+    it could not reach are added to the set `offline` when one is given."""
     tab.events.clear()
     tab.call("Page.navigate", session=True, url=page.resolve().as_uri())
     try:
@@ -146,6 +168,8 @@ def check_page(tab: Browser, page: Path, shot: Path | None = None, timeout: floa
         tab.call("Runtime.evaluate", session=True, expression=PAGE_REPORT)["result"]["value"]
     )
     problems = [f"{page.name}: console: {e}" for e in _console_errors(tab.events)]
+    if offline is not None:
+        offline.update(_unreachable(tab.events))
     problems += [f"{page.name}: figure {src} did not load" for src in report["broken"]]
     if report["tracebacks"]:
         problems.append(f"{page.name}: {report['tracebacks']} error output cell(s) shown")
@@ -173,9 +197,12 @@ def book_pages(html: Path) -> list[Path]:
     )
 
 
-def check_book(html: Path, shots: Path | None = None) -> tuple[list[Path], list[str]]:
+def check_book(
+    html: Path, shots: Path | None = None, offline: set | None = None
+) -> tuple[list[Path], list[str]]:
     """(pages opened, problems) for a built book's HTML folder; `shots`: where to write a
-    screenshot of each page (the page's path with .png)."""
+    screenshot of each page (the page's path with .png); `offline`: a set that receives the URLs
+    of other hosts the pages could not reach."""
     exe = browser()
     if exe is None:
         raise PerceptError(f"no browser found (looked for {', '.join(BROWSERS)})")
@@ -188,7 +215,7 @@ def check_book(html: Path, shots: Path | None = None) -> tuple[list[Path], list[
         problems = []
         for page in pages:
             shot = None if shots is None else Path(shots) / page.relative_to(html).with_suffix(".png")
-            problems += check_page(tab, page, shot)
+            problems += check_page(tab, page, shot, offline=offline)
     finally:
         tab.close()
     return pages, problems
@@ -199,13 +226,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("html", type=Path, help="the book's HTML folder, e.g. _build/html")
     p.add_argument("--shots", type=Path, default=None, help="write a screenshot of each page here")
     args = p.parse_args(argv)
+    offline: set = set()
     try:
-        pages, problems = check_book(args.html, args.shots)
+        pages, problems = check_book(args.html, args.shots, offline)
     except PerceptError as exc:
         print(f"percept browse: error: {exc}", file=sys.stderr)
         return 2
     for problem in problems:
         print(problem)
+    for url in sorted(offline):
+        print(f"not reachable from here (needs internet): {url}", file=sys.stderr)
     print(f"{len(pages)} pages, {len(problems)} problems", file=sys.stderr)
     return 1 if problems else 0
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from percept.core.denoiser import ProjectedDenoiser, trained_sigma_max
+from percept.core.denoiser import ProjectedDenoiser, is_consistency_model, trained_sigma_max
 from percept.core.precision import PRECISIONS, FastPath, compiled, native_bf16
 from percept.core.samplers import get_sampler, per_image_generators, randn_like
 from percept.core.schedules import halving_sigmas, karras_sigmas
@@ -252,6 +252,14 @@ class Enhancer:
     def model_name(self) -> str | None:
         """The name of the model this setting runs (its calibration table and header identity)."""
         return self.consistency_model_name if self._runs_on_consistency_model else self.prior_name
+
+    @property
+    def supported(self) -> bool:
+        """Whether the bound models can run this setting (the fast presets need a consistency
+        model: bound as one, or a prior that is one)."""
+        return not self.config.schedule.needs_consistency_model or is_consistency_model(
+            self.denoiser
+        )
 
     def model_sha256(self) -> str | None:
         return model_sha256(self.model_name) if self.model_name else None

@@ -579,3 +579,57 @@ def verdict_counts(table: pd.DataFrame) -> dict[str, int]:
     """How many claims got each verdict (every verdict listed, zeros included)."""
     counts = table.verdict.value_counts()
     return {v: int(counts.get(v, 0)) for v in VERDICTS}
+
+
+def _value(findings: dict[str, Finding], key: str, fmt: str, name: str) -> str:
+    value = findings[key].values.get(name)
+    return "not measured" if value is None else fmt.format(value)
+
+
+def prose_values(findings: dict[str, Finding], table: pd.DataFrame) -> dict[str, str]:
+    """The strings the chapter's sentences show (its `{glue:text}` names), from the findings."""
+    counts = verdict_counts(table)
+    return {
+        "n_claims": str(len(table)),
+        "n_holds": str(counts[HOLDS] + counts[HOLDS_OURS]),
+        "n_fails": str(counts[FAILS]),
+        "n_offline": str(counts[OFFLINE]),
+        "n_not_yet": str(counts[NOT_YET]),
+        "fast_learned": findings["p1-guarantee"].ours,
+        "fast_learned_verdict": findings["p1-guarantee"].verdict,
+        "fast_jpeg": findings["p1-nondiff"].ours,
+        "fast_jpeg_verdict": findings["p1-nondiff"].verdict,
+        "medium": findings["p1-medium"].ours,
+        "bd_psnr": findings["p1-bdpsnr"].ours,
+        "sigma_calibration": findings["p1-sigma"].ours,
+        "fusion_tau": _value(findings, "p2-1db", "{:g}", "tau"),
+        "fusion_bd_psnr": _value(findings, "p2-1db", "{:+.3f} dB", "bd_psnr"),
+        "fusion_swd_bd_rate": _value(findings, "p2-lpips", "{:+.1f}%", "bd_rate_swd"),
+        "fusion_psnr_rise": _value(findings, "p2-tradeoff", "{:.3f} dB", "max_rise_db"),
+        "fusion_realism": findings["p2-realism"].ours,
+    }
+
+
+def verdict_figure(table: pd.DataFrame):
+    """A bar per paper, split by verdict: how much of each paper this study could check and how
+    much held (a matplotlib Figure)."""
+    import matplotlib.pyplot as plt
+
+    colours = {HOLDS: "#1a9850", HOLDS_OURS: "#91cf60", FAILS: "#d73027", OFFLINE: "#bdbdbd",
+               NOT_YET: "#ffffbf"}  # fmt: skip
+    papers = list(dict.fromkeys(table.paper))
+    fig, ax = plt.subplots(figsize=(8, 0.6 + 0.7 * len(papers)))
+    left = np.zeros(len(papers))
+    for verdict in VERDICTS:
+        n = np.array([int(((table.paper == p) & (table.verdict == verdict)).sum()) for p in papers])
+        ax.barh(papers, n, left=left, color=colours.get(verdict), edgecolor="0.3", label=verdict)
+        for y, (x0, k) in enumerate(zip(left, n)):
+            if k:
+                ax.text(x0 + k / 2, y, str(k), ha="center", va="center", fontsize=9)
+        left += n
+    ax.set_xlabel("claims (count)")
+    ax.invert_yaxis()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, title="verdict")
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return fig

@@ -209,7 +209,11 @@ def tradeoff_panels(
             ax.axvline(rule, ls=":", color="black", label=f"MSE ×{rule:g} (paper's rule)")
         ax.set_xlabel("\n".join(_label(x).rsplit(", ", 1)))
         ax.set_ylabel("\n".join(_label(y).rsplit(", ", 1)))
-        ax.set_title(title(panel) if callable(title) else str(panel), fontsize="medium")
+        if isinstance(title, str):
+            text = title.format(panel=panel)
+        else:
+            text = title(panel) if callable(title) else str(panel)
+        ax.set_title(text, fontsize="medium")
         labelled = part[part[hue] == label_hue]
         _free_labels(ax, zip(labelled[x], labelled[y]),
                      [f"{step_label}={v:g}" for v in labelled[step]])  # fmt: skip
