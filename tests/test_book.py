@@ -28,6 +28,8 @@ def copy_book_sources(dest: Path) -> Path:
     shutil.copytree(
         ROOT / "notebooks", dest / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints")
     )
+    # the committed results files the claims chapter reads (not the images of their runs)
+    shutil.copytree(ROOT / "results", dest / "results", ignore=shutil.ignore_patterns("*.images", "*.log"))
     return dest
 
 
