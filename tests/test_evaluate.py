@@ -315,3 +315,9 @@ def test_the_committed_results_files_still_load():
     for path in harness:
         results = load_results(path)
         assert results["rows"] and results["config"]["methods"]
+
+
+def test_eval_refuses_an_output_path_it_cannot_write(tmp_path, capsys):
+    for out, why in ((tmp_path, "is a directory"), (tmp_path / "no" / "r.json", "does not exist")):
+        assert cli.main(["eval", "--codecs", "jpeg:5", "--out", str(out)]) == 2
+        assert why in capsys.readouterr().err

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from percept.codecs.varint import encode_varint as _varint
+
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "data" / "hostile"
 MAX_RSS_MB = 1536
@@ -110,15 +112,6 @@ def _serve(manifest: Path, results: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # the seeds and the mutations
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def pack_raw(codec: str, params, height: int, width: int, payload: bytes, blob=None) -> bytes:

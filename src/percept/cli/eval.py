@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
+from percept.core.images import check_output_path
 from percept.errors import PerceptError
 from percept.eval.harness import parse_codecs, run
 from percept.eval.results import DEEP_METRICS, format_summary, load_results
@@ -72,9 +72,7 @@ def main(argv: list[str]) -> int:
     for flag, kwargs in _OPTIONS:
         parser.add_argument(flag, **kwargs)
     a = parser.parse_args(args)
-    out = Path(a.out)
-    if not out.parent.is_dir():
-        raise PerceptError(f"cannot write {out}: directory {out.parent} does not exist")
+    out = check_output_path(a.out)  # one line for a folder, a missing folder, a too-long name
     methods = list(a.methods) + [f"enhance:{a.preset}:{s}" for s in a.sigmas]
     start = time.perf_counter()
     results = run(
