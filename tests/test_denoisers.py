@@ -152,3 +152,15 @@ def test_offline_hub_id_is_weights_unavailable():
     # local_files_only behaves as a machine without network does, without waiting for time-outs.
     with pytest.raises(WeightsUnavailable, match="huggingface-cli download"):
         from_pretrained("percept-tests/no-such-model", local_files_only=True)
+
+
+def test_a_hub_id_offline_fails_at_once_with_one_line(monkeypatch):
+    """Not in the cache and no hub to ask: the error comes before any download attempt (the hub
+    client's own retries took most of a minute)."""
+    from percept.models import diffusers as adapters
+
+    asked = []
+    monkeypatch.setattr(adapters, "hub_reachable", lambda timeout=3.0: asked.append(1) or False)
+    with pytest.raises(WeightsUnavailable, match="not in the local cache.*cannot reach"):
+        adapters.from_pretrained("percept-tests/no-such-model")
+    assert asked

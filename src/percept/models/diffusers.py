@@ -16,7 +16,10 @@ c_out = (sigma - sigma_min) sd / sqrt(sigma^2 + sd^2)) and its clip to [-1, 1]; 
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
@@ -133,6 +136,16 @@ class DiffusersConsistencyDenoiser(nn.Module):
         return cls(unet, c.sigma_min, c.sigma_max, c.sigma_data, c.clip_denoised)
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub (or HF_ENDPOINT) answers a TCP connection within `timeout`."""
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def _load(kind, source: str | Path, subfolder: str, **kwargs):
     """kind.from_pretrained from a pipeline layout (subfolder) or a single-model layout (root)."""
     errors = []
@@ -155,7 +168,20 @@ def _load(kind, source: str | Path, subfolder: str, **kwargs):
 
 
 def from_pretrained(source: str | Path, **kwargs) -> nn.Module:
-    """A Denoiser from a diffusers hub id or folder; the scheduler's class picks the adapter."""
+    """A Denoiser from a diffusers hub id or folder; the scheduler's class picks the adapter.
+
+    A hub id not in the local cache is fetched only when the hub answers, so a machine without
+    network gets its one-line error at once instead of after the hub client's retries."""
+    if not Path(source).exists() and not kwargs.get("local_files_only"):
+        try:
+            _scheduler_config(source, **{**kwargs, "local_files_only": True})
+        except WeightsUnavailable:
+            if not hub_reachable():
+                raise WeightsUnavailable(
+                    f"cannot load {source!s}: it is not in the local cache and this machine cannot "
+                    "reach the Hugging Face Hub: download it elsewhere with "
+                    f"`huggingface-cli download {source} --local-dir DIR` and pass DIR"
+                ) from None
     config = _scheduler_config(source, **kwargs)
     name = config.get("_class_name", "")
     if name == "CMStochasticIterativeScheduler":
