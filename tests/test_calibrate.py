@@ -63,6 +63,9 @@ def test_bisection_on_a_known_curve():
     assert sigma == pytest.approx(1.0, rel=1e-3) and len(history) < 60
     with pytest.raises(PerceptError, match="out of reach"):
         bisect_log_sigma(lambda s: 1.0, 2.0)
+    # a ratio that approaches the target from below and is within tolerance at the cap is taken
+    sigma, _ = bisect_log_sigma(lambda s: 1.975 * min(s, 80) / 80, 2.0, tol=0.02)
+    assert sigma == 80.0
 
 
 def test_table_store_and_lookup(tmp_path):

@@ -11,6 +11,8 @@ from percept.enhancer.pipeline import Enhancer
 from percept.enhancer.presets import PRESETS, EnhancerConfig
 from percept.enhancer.table import calibration_key, model_sha256, store_sigma
 
+TOL = 0.02  # the calibrated ratio is within 2% of the target (the shipped JPEG entries' setting)
+
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
@@ -29,6 +31,10 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--images", type=int, default=16, help="imagenet-sample val images (256x256 crops)"
     )
+    p.add_argument(
+        "--size", type=int, default=256, help="side of the top-left crops (the shipped JPEG "
+        "entries used 128)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--consistency",
@@ -38,7 +44,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv[1:])
     config = EnhancerConfig(args.preset, args.steps, args.zeta, args.consistency)
     enhancer = Enhancer.from_pretrained(args.prior, config)
-    images = calibration_images(args.images)
+    images = calibration_images(args.images, args.size)
     codec = get_codec(args.codec, args.quality)
     sigma, history = calibrate_sigma(
         codec,
@@ -47,6 +53,7 @@ def main(argv: list[str]) -> int:
         config,
         args.mse_ratio,
         seed=args.seed,
+        tol=TOL,
         progress=True,
         return_history=True,
     )
@@ -55,8 +62,9 @@ def main(argv: list[str]) -> int:
         "mse_ratio_target": args.mse_ratio,
         "mse_ratio": ratio,
         "images": len(images),
-        "set": "imagenet-sample val, top-left 256x256",
+        "set": f"imagenet-sample val, top-left {args.size}x{args.size}",
         "seed": args.seed,
+        "tol": TOL,
         "model_sha256": model_sha256(args.prior),
     }
     if config.consistency:

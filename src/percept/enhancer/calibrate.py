@@ -70,6 +70,8 @@ def bisect_log_sigma(
 
     r_hi = f(hi)
     while r_hi < target:
+        if abs(r_hi - target) <= tol * target:  # within tolerance already (at the cap, say)
+            return hi, history
         if hi >= hi_max:
             raise TargetOutOfReach(
                 f"MSE ratio {r_hi:.3f} < {target} even at sigma {hi:g}: the target is out of reach"
