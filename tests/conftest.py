@@ -209,3 +209,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def sweep_setup(photo):
+    """Two 64 px crops, JPEG q10 and an untrained tiny prior: what the sweep tests run on."""
+    import torch
+
+    from percept.codecs import get_codec
+    from percept.models import EDMDenoiser, UNet, UNetConfig
+
+    images = {"a": photo[..., :64, :64], "b": photo[..., 200:264, 300:364]}
+    torch.manual_seed(0)
+    tiny = UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, groups=4)
+    return images, get_codec("jpeg", 10), EDMDenoiser(UNet(tiny)).eval()

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
-from percept.codecs import get_codec
 from percept.errors import PerceptError
 from percept.eval.interpolation import interpolation_sweep, realism_at, traversals
 from percept.eval.sweeps import sigma_sweep
-from percept.models import EDMDenoiser, UNet, UNetConfig
-
-TINY = UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, groups=4)
 
 
-@pytest.fixture(scope="module")
-def setup(photo):
-    images = {"a": photo[..., :64, :64], "b": photo[..., 200:264, 300:364]}
-    torch.manual_seed(0)
-    return images, get_codec("jpeg", 10), EDMDenoiser(UNet(TINY)).eval()
-
-
-def test_the_endpoints_are_the_decode_and_the_sigma_sweeps_point(setup):
-    images, codec, prior = setup
+def test_the_endpoints_are_the_decode_and_the_sigma_sweeps_point(sweep_setup):
+    images, codec, prior = sweep_setup
     opts = {"preset": "medium", "progress": False, "swd_seeds": (0, 1)}
     _, sweep = sigma_sweep(images, codec, prior, [0.3], **opts)
     per_image, table = interpolation_sweep(images, codec, prior, 0.3, [0.5], **opts)
@@ -42,8 +30,8 @@ def test_the_endpoints_are_the_decode_and_the_sigma_sweeps_point(setup):
     assert realism_at(table, end + 1) != realism_at(table, end + 1)  # NaN beyond the range
 
 
-def test_bad_arguments(setup):
-    images, codec, prior = setup
+def test_bad_arguments(sweep_setup):
+    images, codec, prior = sweep_setup
     with pytest.raises(PerceptError, match="sigma"):
         interpolation_sweep(images, codec, prior, 0.0, [0.5], progress=False)
     with pytest.raises(PerceptError, match="alphas"):

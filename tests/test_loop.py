@@ -9,13 +9,8 @@ from percept.hub import runs
 from percept.training.prior import train_prior
 from tests.test_training import tiny_config
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # bit-identical resumes need the same reduction order
-    yield
-    torch.set_num_threads(threads)
+# bit-identical resumes need one reduction order: every test on one thread (conftest's one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_a_checkpoint_in_the_former_prior_format_resumes_exactly(tmp_path):

@@ -5,22 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from percept.codecs import get_codec
 from percept.eval.sweeps import level_breakdown, preset_sweep, sigma_sweep
-from percept.models import EDMDenoiser, UNet, UNetConfig
+from percept.models import UNet, UNetConfig
 
 TINY = UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, groups=4)
 
 
-@pytest.fixture(scope="module")
-def setup(photo):
-    images = {"a": photo[..., :64, :64], "b": photo[..., 200:264, 300:364]}
-    torch.manual_seed(0)
-    return images, get_codec("jpeg", 10), EDMDenoiser(UNet(TINY)).eval()
-
-
-def test_sigma_sweep_includes_the_plain_decode(setup):
-    images, codec, prior = setup
+def test_sigma_sweep_includes_the_plain_decode(sweep_setup):
+    images, codec, prior = sweep_setup
     per_image, table = sigma_sweep(images, codec, prior, [0.05], progress=False, swd_seeds=(0, 1))
     assert list(table["sigma"]) == [0.0, 0.05]
     assert table.loc[0, "mse_ratio"] == pytest.approx(1.0)
@@ -33,8 +25,8 @@ def test_sigma_sweep_includes_the_plain_decode(setup):
     assert more.loc[0, "swd"] != table.loc[0, "swd"]
 
 
-def test_level_breakdown_splits_the_reported_swd_by_pyramid_level(setup):
-    images, codec, prior = setup
+def test_level_breakdown_splits_the_reported_swd_by_pyramid_level(sweep_setup):
+    images, codec, prior = sweep_setup
     _, table = sigma_sweep(images, codec, prior, [0.3], progress=False, swd_seeds=(0, 1))
     levels = level_breakdown(
         images, codec, prior, 0.3, preset="medium", swd_seeds=(0, 1), progress=False
@@ -49,8 +41,8 @@ def test_level_breakdown_splits_the_reported_swd_by_pyramid_level(setup):
     assert by.mean()["floor"] == pytest.approx(table.loc[0, "swd_floor"])
 
 
-def test_preset_sweep_times_methods_and_says_why_one_cannot_run(setup):
-    images, codec, prior = setup
+def test_preset_sweep_times_methods_and_says_why_one_cannot_run(sweep_setup):
+    images, codec, prior = sweep_setup
     per_image, table = preset_sweep(
         images, codec, prior, ["medium", ("euler_maruyama", 3), "fast", "slow"], 0.1,
         progress=False, swd_seeds=(0, 1),
@@ -68,10 +60,10 @@ def test_preset_sweep_times_methods_and_says_why_one_cannot_run(setup):
     assert set(per_image["method"]) == {"decode", "medium", "euler_maruyama x3"}
 
 
-def test_preset_sweep_runs_fast_presets_on_a_given_consistency_model(setup):
+def test_preset_sweep_runs_fast_presets_on_a_given_consistency_model(sweep_setup):
     from percept.models import ConsistencyDenoiser
 
-    images, codec, prior = setup
+    images, codec, prior = sweep_setup
     torch.manual_seed(1)
     cm = ConsistencyDenoiser(UNet(TINY)).eval()
     _, table = preset_sweep(

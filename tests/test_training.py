@@ -31,12 +31,8 @@ def tiny_config(**overrides) -> PriorTrainConfig:
     return PriorTrainConfig(**base)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # bit-identical resumes need the same reduction order
-    yield
-    torch.set_num_threads(threads)
+# bit-identical resumes need one reduction order: every test on one thread (conftest's one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_tiny_prior_loss_falls(tmp_path):

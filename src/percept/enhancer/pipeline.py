@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -279,13 +280,7 @@ class Enhancer:
         except CalibrationMissing as exc:
             if not self.config.consistency:
                 raise
-            plain = EnhancerConfig(
-                self.config.preset if self.config.sampler is None else "medium",
-                self.config.steps,
-                self.config.zeta,
-                False,
-                self.config.sampler,
-            )
+            plain = replace(self.config, consistency=False)
             try:
                 sigma = lookup_sigma(codec, quality, self.model_name, plain)
             except CalibrationMissing:
