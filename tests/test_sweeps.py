@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from percept.errors import PerceptError
 from percept.eval.sweeps import level_breakdown, preset_sweep, sigma_sweep
 from percept.models import UNet, UNetConfig
 
@@ -73,3 +75,27 @@ def test_preset_sweep_runs_fast_presets_on_a_given_consistency_model(sweep_setup
     rows = table.set_index("method")
     assert rows["unavailable"].isna().all()
     assert rows.loc["fast", "nfe"] == 1 and rows.loc["fast-2", "nfe"] == 2
+
+
+def test_sweep_findings_reads_the_best_point_and_the_rule_crossing_off_each_line():
+    import pandas as pd
+
+    from percept.eval.sweeps import sweep_findings
+
+    table = pd.DataFrame({
+        "setting": ["a"] * 4 + ["b"] * 2, "preset": ["fast"] * 6,
+        "sigma": [0.0, 0.1, 0.2, 0.4, 0.0, 0.1],
+        "swd": [50.0, 40.0, 45.0, 60.0, 30.0, 31.0],
+        "psnr": [30.0, 29.0, 28.0, 26.0, 25.0, 24.5],
+        "mse_ratio": [1.0, 1.5, 2.5, 4.0, 1.0, 1.2],
+    })  # fmt: skip
+    f = sweep_findings(table).set_index("setting")
+    assert f.loc["a", "best_sigma"] == 0.1 and f.loc["a", "best_swd"] == 40.0
+    assert f.loc["a", "gain"] == 10.0 and f.loc["a", "best_psnr_change"] == -1.0
+    # ratio 2 lies half-way between sigma 0.1 (1.5) and 0.2 (2.5)
+    assert f.loc["a", "sigma_at_target"] == pytest.approx(0.15)
+    assert f.loc["a", "swd_at_target"] == pytest.approx(42.5)
+    # a line that never reaches the rule's ratio says so with NaN; its best point is worse than the decode
+    assert np.isnan(f.loc["b", "sigma_at_target"]) and f.loc["b", "gain"] == -1.0
+    with pytest.raises(PerceptError, match="no sigma 0"):
+        sweep_findings(table[table["sigma"] > 0])
