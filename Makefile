@@ -38,10 +38,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 notebooks: $(STAMP)
-	$(BIN)/python -m percept.cli.book run --profile $${PROFILE:-full}
+	$(BIN)/python -m percept.cli.book run --profile $${PROFILE:-full} $(if $(RECOMPUTE),--recompute)
 
+# RECOMPUTE=1: execute every chapter instead of reusing the committed runs in results/<profile>/
 book: $(STAMP)
-	$(BIN)/python -m percept.cli.book build --profile $${PROFILE:-full}
+	$(BIN)/python -m percept.cli.book build --profile $${PROFILE:-full} $(if $(RECOMPUTE),--recompute)
 
 clean:
 	rm -rf book/_build book/notebooks out

@@ -4,10 +4,21 @@
     python -m percept.cli.book build --profile tiny|full [--notebooks ...] [--skip-run]
 
 `run` executes each source notebook in `notebooks/` with the parameters of its section in
-`notebooks/params/<profile>.yaml` and writes the executed copy to `book/notebooks/` (git-ignored), so
-the book always renders freshly executed notebooks. `build` runs them and then builds the book with
-jupyter-book 1.x, warnings as errors (`-W -n --keep-going`, as the Project Pythia and QuantEcon books
-do). `_config.yml` sets `execute_notebooks: "off"`: papermill has already executed them.
+`notebooks/params/<profile>.yaml` and writes the executed copy to `book/notebooks/` (git-ignored).
+`build` runs them and then builds the book with jupyter-book 1.x, warnings as errors (`-W -n
+--keep-going`, as the Project Pythia and QuantEcon books do). `_config.yml` sets
+`execute_notebooks: "off"`: papermill has already executed them.
+
+Committed results. A profile with `committed_results: true` (the full one) keeps each chapter's
+executed notebook in `results/<profile>/NAME.ipynb`, with its provenance (commit, package version,
+machine, date, parameters, seconds). A later run reuses it instead of executing when its code cells
+and parameters are those of the source notebook and profile now: prose edits (markdown cells) are
+taken from the source, so changing a sentence rebuilds in minutes, while the glued numbers stay
+those of the stored run. A stored notebook made by other code, other parameters or an older store
+format is named with the reason and recomputed, and the new run replaces it; `--recompute`
+(`make book RECOMPUTE=1`) recomputes every chapter. The parameters are compared with the profile's
+values for the photos the stored run had (with or without Kodak), so a clone without the data
+renders the committed results as they are.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -81,6 +93,7 @@ def load_profile(root: Path, profile: str, *, kodak: bool | None = None) -> dict
     if not isinstance(sections, dict):
         raise PerceptError(f"{path}: expected a mapping of notebook name -> parameters")
     replacements = sections.pop(WITHOUT_KODAK, None) or {}
+    sections.pop(COMMITTED, None)
     names = set(source_notebooks(root))
     # Every notebook needs a section, so that a profile always says how big each run is.
     missing = sorted(names - set(sections))
@@ -104,6 +117,14 @@ def load_profile(root: Path, profile: str, *, kodak: bool | None = None) -> dict
         for name, values in replacements.items():
             params[name].update(values or {})
     return params
+
+
+def keeps_results(root: Path, profile: str) -> bool:
+    """Whether the profile keeps its executed notebooks in results/<profile>/ (`committed_results`)."""
+    import yaml
+
+    sections = yaml.safe_load((root / "notebooks" / "params" / f"{profile}.yaml").read_text()) or {}
+    return bool(sections.get(COMMITTED, False))
 
 
 def kodak_replacements(root: Path, profile: str) -> dict[str, dict]:
@@ -189,6 +210,91 @@ def notebook_problems(path: Path) -> list[str]:
     return problems
 
 
+# The store's format: bump when what a stored notebook must hold changes (older ones recompute).
+STORE_FORMAT = "percept.book/1"
+COMMITTED = "committed_results"
+
+
+def results_dir(root: Path, profile: str) -> Path:
+    """Where a profile's executed notebooks are kept: `results/<profile>/`."""
+    return root / "results" / profile
+
+
+def code_sources(nb) -> list[str]:
+    """The code cells' sources, without papermill's injected-parameters cell."""
+    return [
+        c.source
+        for c in nb.cells
+        if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])
+    ]
+
+
+def reuse_problem(stored, source, expected: dict[bool, dict]) -> str | None:
+    """Why the stored executed notebook cannot stand for `source` now (None when it can).
+
+    `expected` maps "had Kodak" to the profile's parameters for this notebook with and without it."""
+    meta = stored.metadata.get("percept", {})
+    if meta.get("format") != STORE_FORMAT:
+        return f"was stored in another format ({meta.get('format')!r}, now {STORE_FORMAT!r})"
+    if code_sources(stored) != code_sources(source):
+        return "was made by other code (the notebook's code cells changed since)"
+    want = expected.get(bool(meta.get("kodak")))
+    have = meta.get("parameters")
+    if have != want:
+        have, want = have or {}, want or {}
+        changed = sorted(k for k in set(have) | set(want) if have.get(k, ...) != want.get(k, ...))
+        return f"was made with other parameters ({', '.join(changed)})"
+    return None
+
+
+def splice(stored, source):
+    """The stored notebook's code cells (with their outputs) among the source's markdown cells."""
+    import copy
+
+    executed = iter([c for c in stored.cells if c.cell_type == "code"])
+    cells = []
+    for cell in source.cells:
+        if cell.cell_type != "code":
+            cells.append(copy.deepcopy(cell))
+            continue
+        taken = next(executed)
+        if "injected-parameters" in taken.metadata.get("tags", []):
+            cells.append(taken)
+            taken = next(executed)
+        cells.append(taken)
+    out = copy.deepcopy(stored)
+    out.cells = cells
+    return out
+
+
+def provenance_note(meta: dict, reused_from: str | None) -> str:
+    """The last paragraph of a rendered chapter: where its numbers come from."""
+    commit = (meta.get("git_commit") or "unknown")[:10]
+    seconds = meta.get("seconds")
+    took = f" in {seconds / 60:.0f} min" if seconds and seconds >= 60 else f" in {seconds:.0f} s" if seconds else ""
+    how = (
+        f"This build reused them from `{reused_from}`; `make book RECOMPUTE=1` recomputes them."
+        if reused_from
+        else "This build computed them."
+    )
+    return (
+        f"*Provenance: the outputs of this chapter were computed with profile `{meta.get('profile')}` on "
+        f"{meta.get('date', 'an unknown date')} by percept {meta.get('percept')} (commit `{commit}`), "
+        f"on {meta.get('cpu') or meta.get('device')}{took}. {how}*"
+    )
+
+
+def with_provenance(nb, reused_from: str | None):
+    """A copy of an executed notebook with the provenance paragraph appended."""
+    import copy
+
+    import nbformat
+
+    out = copy.deepcopy(nb)
+    out.cells.append(nbformat.v4.new_markdown_cell(provenance_note(nb.metadata.get("percept", {}), reused_from)))
+    return out
+
+
 def run_notebook(root: Path, name: str, parameters: dict, profile: str) -> Path:
     """Execute notebooks/<name>.ipynb into book/notebooks/<name>.ipynb; return the output path."""
     import nbformat
@@ -198,6 +304,7 @@ def run_notebook(root: Path, name: str, parameters: dict, profile: str) -> Path:
     source = root / "notebooks" / f"{name}.ipynb"
     output = root / EXECUTED_DIR / f"{name}.ipynb"
     output.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
     papermill.execute_notebook(
         str(source),
         str(output),
@@ -210,14 +317,33 @@ def run_notebook(root: Path, name: str, parameters: dict, profile: str) -> Path:
         stderr_file=sys.stderr,
     )
     nb = nbformat.read(output, as_version=4)
-    nb.metadata["percept"] = {"profile": profile, "parameters": parameters, **environment()}
+    nb.metadata["percept"] = {
+        "format": STORE_FORMAT,
+        "profile": profile,
+        "parameters": parameters,
+        "kodak": kodak_dir() is not None,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "seconds": round(time.perf_counter() - start, 1),
+        **environment(),
+    }
     nbformat.write(nb, output)
     return output
 
 
-def run(root: Path, profile: str, names: list[str] | None = None) -> int:
-    """Execute the chosen notebooks (all by default); 0 when every one ran clean."""
+def run(
+    root: Path,
+    profile: str,
+    names: list[str] | None = None,
+    *,
+    recompute: bool = False,
+    store: Path | None = None,
+) -> int:
+    """Execute the chosen notebooks (all by default), or reuse their stored runs; 0 when every one
+    ran clean. `store`: the folder of stored runs (default: results/<profile>/ when the profile has
+    `committed_results: true`, else none)."""
     sections = load_profile(root, profile)
+    if store is None and keeps_results(root, profile):
+        store = results_dir(root, profile)
     names = names or source_notebooks(root)
     unknown = [n for n in names if n not in sections]
     if unknown:
@@ -228,11 +354,57 @@ def run(root: Path, profile: str, names: list[str] | None = None) -> int:
         if replaced:
             said = "; ".join(f"{n}: {v}" for n, v in replaced.items())
             print(f"Kodak not found (PERCEPT_DATA has no kodak/): profile {profile} uses {said}")
+    expected = {
+        kodak: load_profile(root, profile, kodak=kodak) for kodak in (True, False)
+    } if store else {}
     failures = 0
     with this_interpreter_kernel(root / "_build" / ".jupyter"):
         for i, name in enumerate(names, 1):
-            failures += not run_one(root, name, sections[name], profile, f"[{i}/{len(names)}]")
+            counter = f"[{i}/{len(names)}]"
+            if store and not recompute and reuse(root, name, store, {k: v[name] for k, v in expected.items()}, counter):
+                continue
+            ok = run_one(root, name, sections[name], profile, counter)
+            failures += not ok
+            output = root / EXECUTED_DIR / f"{name}.ipynb"
+            if ok and store:
+                store.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(output, store / f"{name}.ipynb")
+                print(f"  stored -> {store / f'{name}.ipynb'}", flush=True)
+            if output.is_file():
+                add_provenance(output, None)
     return 1 if failures else 0
+
+
+def add_provenance(path: Path, reused_from: str | None) -> None:
+    import nbformat
+
+    nbformat.write(with_provenance(nbformat.read(path, as_version=4), reused_from), path)
+
+
+def reuse(root: Path, name: str, store: Path, expected: dict[bool, dict], counter: str) -> bool:
+    """Write the stored run of `name` (with today's prose) to book/notebooks/ when it is still valid;
+    False (after saying why) when the chapter must be computed."""
+    import nbformat
+
+    stored_path = store / f"{name}.ipynb"
+    shown = os.path.relpath(stored_path, root)
+    if not stored_path.is_file():
+        print(f"{counter} {name}: no stored run in {os.path.relpath(store, root)}/, computing it", flush=True)
+        return False
+    stored = nbformat.read(stored_path, as_version=4)
+    source = nbformat.read(root / "notebooks" / f"{name}.ipynb", as_version=4)
+    problem = reuse_problem(stored, source, expected) or (
+        "has errors or warnings" if notebook_problems(stored_path) else None
+    )
+    if problem:
+        print(f"{counter} {name}: {shown} {problem}; recomputing it", flush=True)
+        return False
+    output = root / EXECUTED_DIR / f"{name}.ipynb"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(with_provenance(splice(stored, source), shown), output)
+    meta = stored.metadata["percept"]
+    print(f"{counter} {name}: reused {shown} (computed {meta.get('date')}, commit {(meta.get('git_commit') or '?')[:10]})", flush=True)
+    return True
 
 
 def run_one(root: Path, name: str, parameters: dict, profile: str, counter: str) -> bool:
@@ -267,15 +439,23 @@ def jupyter_book_command() -> list[str]:
     ]
 
 
-def build(root: Path, profile: str, names: list[str] | None = None, skip_run: bool = False) -> int:
-    """Run the notebooks (unless skip_run), then build the HTML book with warnings as errors."""
+def build(
+    root: Path,
+    profile: str,
+    names: list[str] | None = None,
+    skip_run: bool = False,
+    *,
+    recompute: bool = False,
+    store: Path | None = None,
+) -> int:
+    """Run (or reuse) the notebooks unless skip_run, then build the HTML book with warnings as errors."""
     in_toc = set(toc_files(root))
     not_in_toc = [n for n in source_notebooks(root) if str(EXECUTED_DIR / n) not in in_toc]
     if not_in_toc:
         raise PerceptError(
             f"notebooks missing from _toc.yml: add `- file: {EXECUTED_DIR}/NAME` for {not_in_toc}"
         )
-    if not skip_run and run(root, profile, names) != 0:
+    if not skip_run and run(root, profile, names, recompute=recompute, store=store) != 0:
         print("not building the book: a notebook failed", flush=True)
         return 1
     missing = [
@@ -319,12 +499,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--root", help="project root (default: the current folder or the source tree)"
     )
+    parser.add_argument(
+        "--recompute",
+        action="store_true",
+        help="execute every chosen notebook even where a stored run is still valid (and store the new run)",
+    )
+    parser.add_argument(
+        "--results",
+        metavar="DIR",
+        help="keep and reuse executed notebooks in DIR (default: results/<profile>/ for a profile "
+        "with committed_results: true)",
+    )
     args = parser.parse_args(argv)
     try:
         root = project_root(args.root)
+        store = Path(args.results).resolve() if args.results else None
         if args.command == "run":
-            return run(root, args.profile, args.notebooks)
-        return build(root, args.profile, args.notebooks, skip_run=args.skip_run)
+            return run(root, args.profile, args.notebooks, recompute=args.recompute, store=store)
+        return build(
+            root, args.profile, args.notebooks, skip_run=args.skip_run,
+            recompute=args.recompute, store=store,
+        )  # fmt: skip
     except PerceptError as exc:
         print(f"percept.cli.book: error: {exc}", file=sys.stderr)
         return 2

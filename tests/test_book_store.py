@@ -1,0 +1,111 @@
+"""Committed results of the book: a chapter's stored run is reused while its code and parameters
+stand, with today's prose, and recomputed (saying why) when they do not."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from percept.cli import book
+
+TOC = "format: jb-book\nroot: intro\nchapters:\n  - file: book/notebooks/a\n"
+
+
+def make_project(root, *, x=3, text="Old sentence.", code="print('out', x * 2)"):
+    (root / "notebooks" / "params").mkdir(parents=True, exist_ok=True)
+    (root / "_toc.yml").write_text(TOC)
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("x = 1")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# A\n\n{text}"), params, nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / "notebooks" / "a.ipynb")
+    (root / "notebooks" / "params" / "p.yaml").write_text(f"committed_results: true\na: {{x: {x}}}\n")
+    return root
+
+
+def outputs(path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def markdown(path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    return "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    monkeypatch.setenv("PERCEPT_DATA", str(tmp_path / "no-data"))  # the same photos every run
+    return make_project(tmp_path)
+
+
+def test_a_stored_run_is_reused_with_new_prose_and_recomputed_when_its_parameters_change(project, capsys):
+    stored = project / "results" / "p" / "a.ipynb"
+    rendered = project / "book" / "notebooks" / "a.ipynb"
+    assert book.run(project, "p") == 0
+    assert "out 6" in outputs(stored) and "out 6" in outputs(rendered)
+    meta = nbformat.read(stored, as_version=4).metadata["percept"]
+    assert meta["format"] == book.STORE_FORMAT and meta["parameters"] == {"x": 3}
+    assert {"date", "seconds", "git_commit", "percept", "kodak"} <= set(meta)
+    assert "This build computed them" in markdown(rendered)
+    assert "Provenance" not in markdown(stored)  # the note is added to the rendered copy only
+
+    # Mark the stored output: a reuse keeps it (nothing executes), and takes the prose of today.
+    nb = nbformat.read(stored, as_version=4)
+    nb.cells[-1].outputs[0]["text"] = "out SENTINEL\n"
+    nbformat.write(nb, stored)
+    make_project(project, text="New sentence.")
+    capsys.readouterr()
+    assert book.run(project, "p") == 0
+    said = capsys.readouterr().out
+    assert "reused results/p/a.ipynb" in said
+    assert "out SENTINEL" in outputs(rendered)
+    assert "New sentence." in markdown(rendered) and "Old sentence." not in markdown(rendered)
+    assert "reused them from `results/p/a.ipynb`" in markdown(rendered)
+    # the injected-parameters cell is kept in place
+    tags = [c.metadata.get("tags", []) for c in nbformat.read(rendered, as_version=4).cells]
+    assert tags[1:3] == [["parameters"], ["injected-parameters"]]
+
+    # Other parameters: said, recomputed, stored anew.
+    make_project(project, x=4, text="New sentence.")
+    assert book.run(project, "p") == 0
+    said = capsys.readouterr().out
+    assert "was made with other parameters (x); recomputing it" in said
+    assert "out 8" in outputs(stored) and "out 8" in outputs(rendered)
+
+
+def test_changed_code_or_recompute_executes_again(project, capsys):
+    stored = project / "results" / "p" / "a.ipynb"
+    assert book.run(project, "p") == 0
+    make_project(project, code="print('other', x)")
+    capsys.readouterr()
+    assert book.run(project, "p") == 0
+    assert "was made by other code" in capsys.readouterr().out
+    assert "other 3" in outputs(stored)
+    nb = nbformat.read(stored, as_version=4)
+    nb.cells[-1].outputs[0]["text"] = "SENTINEL\n"
+    nbformat.write(nb, stored)
+    assert book.run(project, "p", recompute=True) == 0
+    assert "other 3" in outputs(stored)
+
+
+def test_a_profile_without_committed_results_stores_nothing(project):
+    (project / "notebooks" / "params" / "p.yaml").write_text("a: {x: 2}\n")
+    assert book.run(project, "p") == 0
+    assert not (project / "results").exists()
+
+
+def test_parameters_are_compared_for_the_photos_the_stored_run_had():
+    source = nbformat.v4.new_notebook()
+    source.cells = [nbformat.v4.new_code_cell("y = 1")]
+    stored = nbformat.v4.new_notebook()
+    stored.cells = [nbformat.v4.new_code_cell("y = 1")]
+    stored.metadata["percept"] = {"format": book.STORE_FORMAT, "kodak": True, "parameters": {"d": "kodak"}}
+    expected = {True: {"d": "kodak"}, False: {"d": "skimage"}}
+    # a machine without Kodak still renders the Kodak run as stored
+    assert book.reuse_problem(stored, source, expected) is None
+    stored.metadata["percept"]["kodak"] = False
+    assert "other parameters (d)" in book.reuse_problem(stored, source, expected)
+    stored.metadata["percept"]["format"] = "percept.book/0"
+    assert "another format" in book.reuse_problem(stored, source, expected)
