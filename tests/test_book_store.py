@@ -109,3 +109,19 @@ def test_parameters_are_compared_for_the_photos_the_stored_run_had():
     assert "other parameters (d)" in book.reuse_problem(stored, source, expected)
     stored.metadata["percept"]["format"] = "percept.book/0"
     assert "another format" in book.reuse_problem(stored, source, expected)
+
+
+def test_a_setup_cell_added_later_keeps_the_stored_run(project, capsys):
+    assert book.run(project, "p") == 0
+    path = project / "notebooks" / "a.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    setup = nbformat.v4.new_code_cell("print('setting up')")
+    setup.metadata["tags"] = [book.SETUP_TAG]
+    nb.cells.insert(1, setup)
+    nbformat.write(nb, path)
+    capsys.readouterr()
+    assert book.run(project, "p") == 0
+    assert "reused" in capsys.readouterr().out
+    rendered = nbformat.read(project / "book" / "notebooks" / "a.ipynb", as_version=4)
+    assert [c.source for c in rendered.cells if c.cell_type == "code"][0] == "print('setting up')"
+    assert "out 6" in outputs(project / "book" / "notebooks" / "a.ipynb")

@@ -220,13 +220,20 @@ def results_dir(root: Path, profile: str) -> Path:
     return root / "results" / profile
 
 
+# Code cells with this tag set up an environment (the Colab install cell) and compute nothing here:
+# they are left out of the comparison, and a reused run shows them unexecuted.
+SETUP_TAG = "setup"
+
+
+def computes(cell) -> bool:
+    """Whether a code cell is part of the chapter's computation (not a setup or injected cell)."""
+    tags = cell.metadata.get("tags", [])
+    return cell.cell_type == "code" and SETUP_TAG not in tags and "injected-parameters" not in tags
+
+
 def code_sources(nb) -> list[str]:
-    """The code cells' sources, without papermill's injected-parameters cell."""
-    return [
-        c.source
-        for c in nb.cells
-        if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])
-    ]
+    """The sources of the code cells that compute (`computes`)."""
+    return [c.source for c in nb.cells if computes(c)]
 
 
 def reuse_problem(stored, source, expected: dict[bool, dict]) -> str | None:
@@ -251,10 +258,10 @@ def splice(stored, source):
     """The stored notebook's code cells (with their outputs) among the source's markdown cells."""
     import copy
 
-    executed = iter([c for c in stored.cells if c.cell_type == "code"])
+    executed = iter([c for c in stored.cells if c.cell_type == "code" and SETUP_TAG not in c.metadata.get("tags", [])])
     cells = []
     for cell in source.cells:
-        if cell.cell_type != "code":
+        if not computes(cell):  # prose and setup cells: today's
             cells.append(copy.deepcopy(cell))
             continue
         taken = next(executed)
