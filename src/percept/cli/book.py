@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import re
@@ -256,8 +257,6 @@ def reuse_problem(stored, source, expected: dict[bool, dict]) -> str | None:
 
 def splice(stored, source):
     """The stored notebook's code cells (with their outputs) among the source's markdown cells."""
-    import copy
-
     executed = iter([c for c in stored.cells if c.cell_type == "code" and SETUP_TAG not in c.metadata.get("tags", [])])
     cells = []
     for cell in source.cells:
@@ -293,8 +292,6 @@ def provenance_note(meta: dict, reused_from: str | None) -> str:
 
 def with_provenance(nb, reused_from: str | None):
     """A copy of an executed notebook with the provenance paragraph appended."""
-    import copy
-
     import nbformat
 
     out = copy.deepcopy(nb)

@@ -20,7 +20,6 @@ import copy
 import math
 import warnings
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +34,6 @@ from percept.enhancer.presets import EnhancerConfig, as_config, check_preset
 from percept.enhancer.table import CalibrationMissing, lookup_sigma, model_sha256
 from percept.errors import PerceptError
 from percept.hub.zoo import load_denoiser
-from percept.models.diffusers import from_pretrained
 
 PAD_MULTIPLE = 32  # fully convolutional priors see a size their down/up-sampling can round-trip
 
@@ -152,19 +150,10 @@ def enhance(
 
 
 def load_prior(name_or_path: str) -> nn.Module:
-    """A denoiser for whole images: diffusers (`hf:ID` or a local diffusers folder) or the percept
-    zoo (a name, an exported .safetensors, a training run directory). A model of fixed input size
-    is tiled with 1/8 overlap, so any image size works."""
-    path = Path(name_or_path)
-    is_diffusers_dir = path.is_dir() and any(
-        (path / f).exists() for f in ("model_index.json", "scheduler", "scheduler_config.json")
-    )
-    if name_or_path.startswith("hf:") or is_diffusers_dir:
-        denoiser = from_pretrained(name_or_path.removeprefix("hf:"))
-    else:
-        denoiser = load_denoiser(name_or_path)
-    size = getattr(denoiser, "sample_size", None)
-    return TiledDenoiser(denoiser, int(size), int(size) // 8) if size else denoiser
+    """A denoiser for whole images from any model name `percept.hub.zoo.load_denoiser` reads: zoo
+    names, files, run directories, and diffusers models (`hf:ID` or a local folder), tiled when the
+    model has a fixed input size."""
+    return load_denoiser(name_or_path)
 
 
 def _runnable(model: nn.Module, device: torch.device, fast_path: FastPath) -> nn.Module:

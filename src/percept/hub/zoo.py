@@ -20,9 +20,11 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from percept.core.images import new_file_mode
+from percept.core.tiling import TiledDenoiser
 from percept.errors import PerceptError, WeightsUnavailable
 from percept.hub import runs
 from percept.models.build import build_denoiser
+from percept.models.diffusers import from_pretrained
 from percept.models.lowrank import merge_delta
 
 KINDS = ("prior", "cm", "codec", "fusion")
@@ -190,8 +192,25 @@ def load_weights_and_card(name_or_path: str | os.PathLike, *, registry: Path | N
     return load_file(file), card
 
 
+def is_diffusers_source(name_or_path: str | os.PathLike) -> bool:
+    """Whether a model name is a diffusers model: `hf:ID` (the Hugging Face hub) or a local folder in
+    diffusers' layout (a pipeline's model_index.json, or a scheduler config)."""
+    path = Path(name_or_path)
+    return str(name_or_path).startswith("hf:") or path.is_dir() and any(
+        (path / f).exists() for f in ("model_index.json", "scheduler", "scheduler_config.json")
+    )
+
+
 def load_denoiser(name_or_path: str | os.PathLike, *, registry: Path | None = None) -> nn.Module:
-    """A Denoiser (eval mode, CPU) from a zoo name, a .safetensors path, or a training run directory."""
+    """A Denoiser (eval mode, CPU) from a zoo name, a .safetensors path, a training run directory, or
+    a diffusers model (`hf:ID` or a local diffusers folder, as paper 1's priors are published).
+
+    A model of fixed input size (a diffusers UNet's `sample_size`) is tiled with 1/8 overlap, so any
+    image size works."""
+    if is_diffusers_source(name_or_path):
+        denoiser = from_pretrained(str(name_or_path).removeprefix("hf:"))
+        size = getattr(denoiser, "sample_size", None)
+        return TiledDenoiser(denoiser, int(size), int(size) // 8) if size else denoiser
     if runs.is_run_dir(name_or_path):
         return runs.load_run_denoiser(name_or_path)
     state, card = load_weights_and_card(name_or_path, registry=registry)
