@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -76,3 +77,20 @@ def bd_rates(curves: pd.DataFrame, anchor: str) -> pd.Series:
         if codec != anchor:
             out[codec] = bd_rate(ref["bpp"], ref["psnr"], test["bpp"], test["psnr"])
     return pd.Series(out, name=f"BD-rate vs {anchor} (%)").round(1)
+
+
+def curves_at(
+    curves: pd.DataFrame, value: float, along: str = "psnr", read: str = "bpp"
+) -> pd.Series:
+    """Every codec's curve read at one point: `read` linearly interpolated where `along` equals `value`.
+
+    With the defaults, the rate each codec needs for a PSNR; with along="bpp", read="psnr", the PSNR
+    each reaches at a rate. NaN for a codec whose points do not cover `value` (no extrapolation).
+    """
+    out = {}
+    for codec, curve in curves.groupby("codec", sort=False):
+        curve = curve.sort_values(along)
+        x, y = curve[along].to_numpy(float), curve[read].to_numpy(float)
+        inside = len(x) > 0 and x[0] <= value <= x[-1]
+        out[codec] = float(np.interp(value, x, y)) if inside else float("nan")
+    return pd.Series(out, name=f"{read} at {along} {value:g}")
