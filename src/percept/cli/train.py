@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from percept.core import distributed
 from percept.errors import PerceptError
 from percept.training import codec as codec_training
 from percept.training import crops
@@ -22,6 +23,12 @@ from percept.training.prior import PriorTrainConfig, train_prior
 from percept.training.runtime import parse_overrides, read_config
 
 KINDS = ("prior", "distill", "codec", "aux-encoder", "fusion", "pack", "pack-photos")
+
+
+def _report(summary: dict, indent: int | None = None) -> None:
+    """The run's summary on stdout, once (by rank 0 under torchrun)."""
+    if distributed.from_env().main:
+        print(json.dumps(summary, indent=indent))
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
@@ -59,7 +66,7 @@ def _distill_main(argv: list[str]) -> int:
         DistillConfig.from_dict(raw), args.out, resume=args.resume, max_minutes=args.max_minutes,
         max_steps=args.max_steps, init_from=args.init_from, device=args.device,
     )  # fmt: skip
-    print(json.dumps(summary))
+    _report(summary)
     return 0
 
 
@@ -90,7 +97,7 @@ def _codec_main(argv: list[str]) -> int:
         max_minutes=args.max_minutes, max_steps=args.max_steps, threads=args.threads,
         device=args.device, export=args.export,
     )  # fmt: skip
-    print(json.dumps(summary, indent=2))
+    _report(summary, indent=2)
     return 0
 
 
@@ -110,7 +117,7 @@ def _stage_main(kind: str, argv: list[str]) -> int:
     summary = run(fusion_training.load_config(args.config, cls, parse_overrides(args.set)), args.out,
                   resume=args.resume, max_minutes=args.max_minutes, max_steps=args.max_steps,
                   device=args.device, export=args.export)  # fmt: skip
-    print(json.dumps(summary))
+    _report(summary)
     return 0
 
 
@@ -159,7 +166,7 @@ def _prior_main(argv: list[str]) -> int:
         init_from=args.init_from,
         cooldown=args.cooldown,
     )
-    print(json.dumps(summary))
+    _report(summary)
     return 0
 
 
@@ -172,13 +179,16 @@ def main(argv: list[str]) -> int:
             raise PerceptError(f"unknown kind {argv[1]!r}: choose from {', '.join(KINDS)}")
         return 0 if len(argv) >= 2 else 2
     kind, rest = argv[1], argv[2:]
-    if kind == "prior":
-        return _prior_main(rest)
-    if kind == "distill":
-        return _distill_main(rest)
-    if kind == "codec":
-        return _codec_main(rest)
-    if kind in ("aux-encoder", "fusion"):
-        return _stage_main(kind, rest)
+    try:  # under torchrun the kinds join the ranks' process group (`percept.training.loop.Run`)
+        if kind == "prior":
+            return _prior_main(rest)
+        if kind == "distill":
+            return _distill_main(rest)
+        if kind == "codec":
+            return _codec_main(rest)
+        if kind in ("aux-encoder", "fusion"):
+            return _stage_main(kind, rest)
+    finally:
+        distributed.shutdown()
 
     return crops.main(argv) if kind == "pack" else crops.photos_main(argv)

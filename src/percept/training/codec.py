@@ -240,12 +240,12 @@ class CodecTask(loop.Task):
         return lr_at(self.cfg, step)
 
     def batch(self, generator):
-        cfg = self.cfg
-        return random_crops(self.images, cfg.batch_size, cfg.crop, generator).to(self.device)
+        cfg, n = self.cfg, self.local_batch(self.cfg.batch_size)
+        return random_crops(self.images, n, cfg.crop, generator).to(self.device)
 
     def loss(self, batch, generator, step):
         self.optimizers["aux"].zero_grad(set_to_none=True)
-        return self.loss_fn(self.model, batch)
+        return self.loss_fn(self.forward_model, batch)
 
     def after_step(self, batch, generator, step):
         aux = self.model.aux_loss()
@@ -291,7 +291,7 @@ def train_codec(
     result = loop.train(task, run, max_minutes=max_minutes, max_steps=max_steps, progress=progress)
     step, last_val, out = result.step, result.heldout, run.dir
     exported = None
-    if step >= cfg.steps or export:
+    if (step >= cfg.steps or export) and run.world.main:
         if last_val is None or last_val["step"] != step:
             last_val = {"step": step, **heldout_rd(task.model, val_set)}
         record = {

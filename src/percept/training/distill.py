@@ -228,11 +228,11 @@ class DistillTask(loop.Task):
         return lr
 
     def batch(self, generator):
-        cfg = self.cfg
-        return random_crops(self.images, cfg.batch_size, cfg.crop, generator, cfg.scale_range) * 2 - 1
+        cfg, n = self.cfg, self.local_batch(self.cfg.batch_size)
+        return random_crops(self.images, n, cfg.crop, generator, cfg.scale_range) * 2 - 1
 
     def loss(self, batch, generator, step):
-        return self.loss_fn(self.model, batch.to(self.device), generator), {}
+        return self.loss_fn(self.forward_model, batch.to(self.device), generator), {}
 
     @torch.no_grad()
     def after_step(self, batch, generator, step):
@@ -272,7 +272,7 @@ def train_distill(
         _base_of(cfg.teacher)  # fail now, not at export, if the teacher cannot be a base
     task = DistillTask(cfg, run.device, teacher, run.dir, init_from)
     result = loop.train(task, run, max_minutes=max_minutes, max_steps=max_steps, progress=progress)
-    if export:
+    if export and run.world.main:
         export_model(run.dir, run.dir / "ema.safetensors")
     val = (result.heldout or {}).get("val_psnr")
     return {"step": result.step, "train_seconds": result.train_seconds, "val_psnr": val}

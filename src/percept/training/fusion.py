@@ -205,10 +205,11 @@ class AuxTask(loop.Task):
         self.loss_fn = AuxLoss(cfg, self.codec, disc, record["lmbda"] * 255**2)
 
     def batch(self, generator):
-        return random_crops(self.train, self.cfg.batch_size, self.cfg.crop, generator).to(self.device)
+        n = self.local_batch(self.cfg.batch_size)
+        return random_crops(self.train, n, self.cfg.crop, generator).to(self.device)
 
     def loss(self, batch, generator, step):
-        loss, terms, self._decoded = self.loss_fn(self.model, batch, generator, step)
+        loss, terms, self._decoded = self.loss_fn(self.forward_model, batch, generator, step)
         return loss, terms
 
     def after_step(self, batch, generator, step):
@@ -231,7 +232,7 @@ def train_aux(cfg: AuxConfig, out_dir, *, resume=False, max_minutes=None, max_st
     run = loop.Run(out_dir, resume=resume, device=device)
     task = AuxTask(cfg, device)
     result = loop.train(task, run, max_minutes=max_minutes, max_steps=max_steps, progress=progress)
-    if result.step >= cfg.steps or export:
+    if (result.step >= cfg.steps or export) and run.world.main:
         meta = {"percept-aux": json.dumps({**dataclasses.asdict(cfg), "steps_trained": result.step})}
         state = {k: v.cpu().contiguous() for k, v in task.model.state_dict().items()}
         save_file(state, str(run.dir / AUX_FILE), metadata=meta)
@@ -338,11 +339,12 @@ class FusionTask(loop.Task):
         return self.cfg.lr * min(1.0, (step + 1) / max(self.cfg.warmup_steps, 1))
 
     def batch(self, generator):
-        return random_crops(self.train, self.cfg.batch_size, self.cfg.crop, generator).to(self.device)
+        n = self.local_batch(self.cfg.batch_size)
+        return random_crops(self.train, n, self.cfg.crop, generator).to(self.device)
 
     def loss(self, batch, generator, step):
         cond, r = residual_pairs(self.codec, self.aux, batch, self.cfg.target)
-        return self.loss_fn(self.model, self.model.from_latent(r), cond, generator), {}
+        return self.loss_fn(self.forward_model, self.model.from_latent(r), cond, generator), {}
 
     def heldout(self):
         cfg = self.cfg
@@ -357,7 +359,7 @@ def train_fusion(cfg: FusionConfig, out_dir, *, resume=False, max_minutes=None, 
     run = loop.Run(out_dir, resume=resume, device=device)
     task = FusionTask(cfg, device)
     result = loop.train(task, run, max_minutes=max_minutes, max_steps=max_steps, progress=progress)
-    if result.step >= cfg.steps or export:
+    if (result.step >= cfg.steps or export) and run.world.main:
         export_fusion(task.ema, cfg, result.step, run.dir / FUSION_FILE)
     return {"run_dir": str(run.dir), "step": result.step, "stopped_by": result.stopped_by}
 

@@ -14,6 +14,15 @@ conventions on read). Log rows: `{"step", <loss terms averaged over the rows' wi
 "lr", "train_seconds", "elapsed_s"}` for training and `{"step", "kind": "val", <measure>, ...}` for
 held-out evaluations; `train_seconds` counts across resumes, `elapsed_s` restarts with each session
 (`runtime.wall_seconds` sums it).
+
+Under `torchrun` (`percept.core.distributed`) the same loop trains one run on several ranks with
+PyTorch's DistributedDataParallel: the model's gradients are averaged over the ranks in its
+backward (and those of a task's other optimizers before their step), every rank draws its own
+crops and noise from its own generator (rank 0's seed is the config's, so a world of one is a plain
+run), and the config's `batch_size` is the batch of one step over all ranks (`Task.local_batch`).
+Rank 0 alone writes the config, log, checkpoints and held-out figures; a checkpoint keeps every
+rank's generator, so a resume with as many ranks continues each rank's draws exactly. Stopping (a
+signal, `max_minutes`) and wall-clock checkpoints are agreed by all ranks at the same step.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from percept.core import distributed
 from percept.errors import PerceptError
 from percept.hub import runs
 from percept.training import runtime
@@ -64,6 +74,22 @@ class Task:
     optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
     growable: tuple[str, ...] = ()  # config keys a resume may raise (a constant-lr schedule)
     val_at_start: bool = False  # measure the untrained model too (step 0 of a new run)
+    world: distributed.World = field(default_factory=distributed.World)  # set by `train`
+    replica: distributed.Replica | None = None  # the model under DDP, set by `train` on >1 rank
+
+    @property
+    def forward_model(self) -> nn.Module:
+        """The model as `loss` calls it: itself, or on several ranks its DDP replica."""
+        return self.model if self.replica is None else self.replica
+
+    def local_batch(self, batch_size: int) -> int:
+        """This rank's share of a step's `batch_size` crops (all of them on one rank)."""
+        if batch_size % self.world.size:
+            raise PerceptError(
+                f"batch_size {batch_size} does not split over {self.world.size} ranks: use a"
+                " multiple of the number of processes"
+            )
+        return batch_size // self.world.size
 
     def batch(self, generator: torch.Generator) -> Any:
         raise NotImplementedError
@@ -113,15 +139,19 @@ class Run:
     """An open run directory: locked, checked against --resume, its checkpoint read (or None)."""
 
     def __init__(self, run_dir: str | Path, *, resume: bool, device: str) -> None:
-        self.dir, self.device = Path(run_dir), torch.device(device)
+        # under torchrun: join the ranks; cuda becomes this rank's GPU
+        self.world, self.device = distributed.init(device)
+        self.dir = Path(run_dir)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise PerceptError("--device cuda asked for, but torch sees no CUDA device here")
         if (self.dir / runs.CHECKPOINT).exists() and not resume:
             raise PerceptError(
                 f"{self.dir} already holds a run: pass --resume to continue it, or choose another --out"
             )
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.lock = runtime.lock_run(self.dir)  # released when this object is collected
+        self.lock = None
+        if self.world.main:  # the one writer (the other ranks read the checkpoint only)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.lock = runtime.lock_run(self.dir)  # released when this object is collected
         self.checkpoint = (
             runs.read_checkpoint(self.dir) if resume and runs.is_run_dir(self.dir) else None
         )
@@ -161,12 +191,24 @@ def _resume(task: Task, run: Run, generator: torch.Generator) -> tuple[int, floa
     task.optimizer.load_state_dict(ck["optimizer"])
     for key, opt in task.optimizers.items():
         opt.load_state_dict(ck["optimizers"][key])
-    generator.set_state(ck["generator"])
-    torch.set_rng_state(ck["torch_rng"])
+    step = int(ck["step"])
+    world, ranks = run.world, ck.get("ranks")
+    if world.active and ranks is not None and len(ranks) == world.size:
+        generator.set_state(ranks[world.rank]["generator"])  # each rank continues its own draws
+        torch.set_rng_state(ranks[world.rank]["torch_rng"])
+    elif world.rank == 0:
+        generator.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])
+    else:  # written by another number of ranks: this rank draws afresh, from its seed and the step
+        generator.manual_seed(distributed.rank_seed(task.schedule.seed, world.rank) + step)
+        torch.manual_seed(distributed.rank_seed(task.schedule.seed, world.rank) + step + 1)
+    if world.main and world.active and (ranks is None or len(ranks) != world.size):
+        print(f"percept train: note: {run.dir} was checkpointed by {len(ranks or [0])} rank(s),"
+              f" resumed by {world.size}: ranks above 0 draw afresh", file=sys.stderr)  # fmt: skip
     if run.device.type == "cuda" and ck.get("cuda_rng") is not None:
         torch.cuda.set_rng_state(ck["cuda_rng"])
-    step = int(ck["step"])
-    _truncate_log(run.dir, step)
+    if world.main:
+        _truncate_log(run.dir, step)
     return step, float(ck["train_seconds"]), ck.get("heldout")
 
 
@@ -180,17 +222,32 @@ def train(
 ) -> Result:
     """Train `task` in the open `run` until its schedule ends, `max_steps` (the run's total),
     `max_minutes` of this session or a signal; always leaves a checkpoint."""
-    s, dev, run_dir = task.schedule, run.device, run.dir
-    gen = torch.Generator().manual_seed(s.seed)
+    s, dev, run_dir, world = task.schedule, run.device, run.dir, run.world
+    task.world, main = world, world.main
+    gen = torch.Generator().manual_seed(distributed.rank_seed(s.seed, world.rank))
+    if world.rank > 0:  # the model was built from the same seed on every rank; now draw apart
+        torch.manual_seed(distributed.rank_seed(s.seed, world.rank) + 1)
     if run.checkpoint is not None:
         step, offset, heldout = _resume(task, run, gen)
     else:
-        _write_config(run, task.config)
+        if main:
+            _write_config(run, task.config)
         step, offset = task.fresh_start(gen)
         heldout = None
+    if world.active:  # rank 0's weights everywhere; gradients averaged over the ranks from here on
+        task.replica = distributed.replicate(task.model, task.params, dev)
+        for module in [m for m in (task.ema, *task.modules.values()) if m is not None]:
+            distributed.broadcast_module(module)
+        for opt in task.optimizers.values():
+            opt.register_step_pre_hook(
+                lambda o, args, kwargs: distributed.average_gradients(
+                    [p for group in o.param_groups for p in group["params"]]
+                )
+            )
     first_step = step
-    runtime.log_command(run_dir, step)
-    bf16 = runtime.bf16_for(s.bf16, dev, run_dir, step)
+    if main:
+        runtime.log_command(run_dir, step)
+    bf16 = runtime.bf16_for(s.bf16, dev, run_dir if main else None, step)
     stop_at = min(s.steps, max_steps) if max_steps is not None else s.steps
     if (last := task.last_step(first_step)) is not None:
         stop_at = min(stop_at, last)
@@ -208,18 +265,28 @@ def train(
     def flush_window() -> None:
         if window:
             row = {k: sum(v) / len(v) for k, v in window.items()}
+            if world.active:  # the terms of the whole step: the mean over the ranks
+                row = dict(zip(row, distributed.mean_of(list(row.values()))))
             row.update(grad_norm=grad_norm, lr=task.optimizer.param_groups[0]["lr"])
-            runtime.append_log(run_dir, {"step": step, **row, **times()})
+            if main:
+                runtime.append_log(run_dir, {"step": step, **row, **times()})
             bar.set_postfix(loss=f"{row['loss']:.4f}")
             window.clear()
 
     def evaluate() -> dict:
-        measure = task.heldout()
-        runtime.append_log(run_dir, {"step": step, "kind": "val", **measure, **times()})
-        tqdm.write(f"{task.name} step {step}: held-out {json.dumps(measure)}")
+        measure = task.heldout() if main else None  # rank 0 measures; the others wait for it
+        measure = distributed.broadcast(measure)
+        if main:
+            runtime.append_log(run_dir, {"step": step, "kind": "val", **measure, **times()})
+            tqdm.write(f"{task.name} step {step}: held-out {json.dumps(measure)}")
         return {"step": step, **measure}
 
     def checkpoint() -> None:
+        ranks = distributed.gather(
+            {"generator": gen.get_state(), "torch_rng": torch.get_rng_state()}
+        ) if world.active else None  # fmt: skip
+        if not main:
+            return
         state = {
             "format": runs.CHECKPOINT_FORMAT, "kind": task.kind, "config": task.config,
             "step": step, "train_seconds": timer.total(), "heldout": heldout,
@@ -232,18 +299,23 @@ def train(
             state["ema"] = task.ema.state_dict()
         if dev.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state()
+        if ranks is not None:
+            state["ranks"] = ranks
         runtime.save_checkpoint(run_dir, state)
 
     if task.val_at_start and run.checkpoint is None:
         heldout = evaluate()
-    bar = tqdm(total=stop_at, initial=step, desc=f"{task.kind} {task.name}", disable=not progress,
-               mininterval=0.5 if sys.stderr.isatty() else 60)  # fmt: skip
+    bar = tqdm(total=stop_at, initial=step, desc=f"{task.kind} {task.name}",
+               disable=not (progress and main), mininterval=0.5 if sys.stderr.isatty() else 60)  # fmt: skip
     with runtime.StopRequest() as stop:
         while step < stop_at:
-            if stop.requested:
+            signalled, late = distributed.any_of(
+                stop.requested, max_minutes is not None and timer.session() > 60 * max_minutes
+            )
+            if signalled:
                 stopped_by = "signal"
                 break
-            if max_minutes is not None and timer.session() > 60 * max_minutes:
+            if late:
                 break
             lr = task.lr(step)
             if lr is not None:
@@ -271,7 +343,10 @@ def train(
                 heldout = evaluate()
             if s.checkpoint_every and step % s.checkpoint_every == 0:
                 checkpoint()
-            elif s.checkpoint_minutes and timer.session() - last_ckpt > 60 * s.checkpoint_minutes:
+            elif (
+                s.checkpoint_minutes
+                and distributed.any_of(timer.session() - last_ckpt > 60 * s.checkpoint_minutes)[0]
+            ):
                 checkpoint()
                 last_ckpt = timer.session()
         if step >= s.steps:
@@ -280,5 +355,6 @@ def train(
         if step > first_step and (heldout or {}).get("step") != step:
             heldout = evaluate()  # the figure of the weights this session leaves
         checkpoint()
+    distributed.barrier()  # no rank returns before the checkpoint is written
     bar.close()
     return Result(step, first_step, round(timer.total(), 1), timer.session(), heldout, stopped_by)

@@ -161,11 +161,11 @@ class PriorTask(loop.Task):
         return lr
 
     def batch(self, generator):
-        cfg = self.cfg
-        return random_crops(self.images, cfg.batch_size, cfg.crop, generator, cfg.scale_range) * 2 - 1
+        cfg, n = self.cfg, self.local_batch(self.cfg.batch_size)
+        return random_crops(self.images, n, cfg.crop, generator, cfg.scale_range) * 2 - 1
 
     def loss(self, batch, generator, step):
-        return self.loss_fn(self.model, batch.to(self.device), generator), {}
+        return self.loss_fn(self.forward_model, batch.to(self.device), generator), {}
 
     def heldout(self):
         return {"val_psnr": validate(self.ema, self.val_clean, self.device)}
@@ -202,7 +202,7 @@ def train_prior(
         cfg, run.device, init_from=None if resume else init_from, cooldown=cooldown, run_dir=run.dir
     )
     result = loop.train(task, run, max_minutes=max_minutes, max_steps=max_steps, progress=progress)
-    if export:
+    if export and run.world.main:
         export_model(run.dir, run.dir / "ema.safetensors")
     return {
         "step": result.step,
