@@ -1,5 +1,10 @@
 """`percept eval`: codecs x qualities x methods over a dataset, into a resumable results file;
-`percept eval summary FILE` prints one."""
+`percept eval summary FILE` prints one.
+
+Across processes: `percept eval ... --shard I/N` evaluates every N-th image from the I-th into
+OUT_STEM.shard-I-of-N.json and `percept eval merge --out OUT` joins the N shards into OUT, equal to
+a single run's file; under `torchrun --nproc_per_node N` each rank runs its shard and rank 0 merges
+when all have finished."""
 
 from __future__ import annotations
 
@@ -7,9 +12,10 @@ import argparse
 import sys
 import time
 
+from percept.core import distributed
 from percept.core.images import check_output_path
 from percept.errors import PerceptError
-from percept.eval.harness import parse_codecs, run
+from percept.eval.harness import merge, parse_codecs, parse_shard, run, shard_path
 from percept.eval.results import DEEP_METRICS, format_summary, load_results
 
 
@@ -42,6 +48,11 @@ _OPTIONS: list[tuple[str, dict]] = [
     ("--name", {}),
     ("--description", {"default": ""}),
     ("--overwrite", {"action": "store_true", "help": "discard a previous run in --out"}),
+    (
+        "--shard",
+        {"help": "I/N: evaluate every N-th image from the I-th into OUT_STEM.shard-I-of-N.json "
+                 "(join the N shards with percept eval merge --out OUT)"},
+    ),
     ("--no-progress", {"action": "store_true"}),
 ]
 _RUN_KEYS = (
@@ -68,17 +79,47 @@ def main(argv: list[str]) -> int:
         results = load_results(a.file)
         print(format_summary(results, a.reference))
         return 0
+    if args[:1] == ["merge"]:
+        p = _Parser(prog="percept eval merge", description="join the shard files of a run")
+        p.add_argument("shards", nargs="*", help="shard files (default: OUT_STEM.shard-*-of-*.json)")
+        p.add_argument("--out", required=True, help="the merged results JSON")
+        p.add_argument("--no-progress", action="store_true")
+        a = p.parse_args(args[1:])
+        out = check_output_path(a.out)
+        results = merge(out, a.shards or None, progress=not a.no_progress)
+        print(format_summary(results))
+        print(f"\nwrote {out} ({len(results['rows'])} rows)", file=sys.stderr)
+        return 0
     parser = _Parser(prog="percept eval", description=__doc__.split("\n")[0])
     for flag, kwargs in _OPTIONS:
         parser.add_argument(flag, **kwargs)
     a = parser.parse_args(args)
     out = check_output_path(a.out)  # one line for a folder, a missing folder, a too-long name
     methods = list(a.methods) + [f"enhance:{a.preset}:{s}" for s in a.sigmas]
+    shard = parse_shard(a.shard) if a.shard else None
+    world = distributed.from_env()
+    if shard is None and world.active:  # under torchrun: this rank's shard, then rank 0 merges
+        distributed.init("cpu", timeout_minutes=7 * 24 * 60)  # the barrier waits for the slowest
+        shard = (world.rank, world.size)
     start = time.perf_counter()
-    results = run(
-        a.dataset, parse_codecs(a.codecs), methods, out=out, overwrite=a.overwrite,
-        progress=not a.no_progress, **{k: getattr(a, k) for k in _RUN_KEYS},
-    )  # fmt: skip
+    try:
+        results = run(
+            a.dataset, parse_codecs(a.codecs), methods, out=out, overwrite=a.overwrite,
+            progress=not a.no_progress, shard=shard, **{k: getattr(a, k) for k in _RUN_KEYS},
+        )  # fmt: skip
+        if world.active and not a.shard:
+            distributed.barrier()
+            if not world.main:
+                return 0
+            results = merge(out, [shard_path(out, i, world.size) for i in range(world.size)],
+                            progress=not a.no_progress)  # fmt: skip
+    finally:
+        distributed.shutdown()
+    if a.shard:
+        target = shard_path(out, *shard)
+        print(f"wrote {target} ({len(results['rows'])} rows) in {time.perf_counter() - start:.1f} s;"
+              f" when all {shard[1]} shards are done: percept eval merge --out {out}", file=sys.stderr)  # fmt: skip
+        return 0
     print(format_summary(results))
     print(
         f"\nwrote {out} ({len(results['rows'])} rows) in {time.perf_counter() - start:.1f} s",

@@ -9,12 +9,21 @@ cell: SWD against the originals, and LPIPS/FID when their weights exist (else re
 unavailable with the reason, never a number). The JSON is rewritten atomically after each image and
 every output is kept as a PNG beside it, so a killed run resumes where it stopped and gives the same
 rows as an uninterrupted one (timings aside).
+
+A run splits over processes or machines sharing a folder: ``run(..., shard=(i, n))`` evaluates the
+images at positions i, i + n, i + 2n, ... into ``shard_path(out, i, n)`` (no cells) and keeps their
+outputs in ``out``'s image folder, and ``merge`` joins the n shard files into ``out``: rows in the
+dataset's order, cells computed on all images' outputs as a single run computes them. Every output
+depends only on its image, cell and the seed (``_seed_for``), not on the process or the order, so the
+merged file equals a single process's run (`strip_timings`: config, rows and cells; the timings and
+the environment differ).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import os
 import shutil
 import time
@@ -104,6 +113,24 @@ def _seed_for(seed: int, *key) -> torch.Generator:
     return torch.Generator().manual_seed(
         seed * 1_000_003 + zlib.crc32("|".join(map(str, key)).encode())
     )
+
+
+def shard_path(out: str | Path, index: int, count: int) -> Path:
+    """The results file of shard `index` of `count` of a run into `out`: OUT_STEM.shard-I-of-N.json."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.shard-{index}-of-{count}{out.suffix}")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """ "I/N" (0 <= I < N) -> (I, N)."""
+    index, _, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise PerceptError(f"bad shard {text!r}: use I/N with 0 <= I < N, e.g. 0/4")
+    return i, n
 
 
 def _cache_dir(out: Path) -> Path:
@@ -224,6 +251,7 @@ def run(
     overwrite: bool = False,
     progress: bool = True,
     on_image: Callable[[int, str], None] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> dict:
     """Evaluate ``codecs`` ({name: [qualities]}) x ``methods`` on ``dataset``; write and return results.
 
@@ -233,14 +261,16 @@ def run(
     ``consistency_model`` (a zoo name or file) runs the methods of the fast presets; without it they
     run on ``prior``, which must then be a consistency model itself. Sigma "auto" looks up the
     calibration of the model that runs the method.
+    ``shard`` (i, n) evaluates only shard i of n into ``shard_path(out, i, n)``, without cells
+    (module docstring; ``merge`` joins the shards).
     """
     out = Path(out)
-    with results_lock(out):
+    with results_lock(out if shard is None else shard_path(out, *shard)):
         return _run(
             dataset, codecs, methods, out=out, crop=crop, limit=limit, prior=prior,
             consistency_model=consistency_model, seed=seed, swd_seeds=swd_seeds,
             deep_metrics=deep_metrics, name=name, description=description, overwrite=overwrite,
-            progress=progress, on_image=on_image,
+            progress=progress, on_image=on_image, shard=shard,
         )  # fmt: skip
 
 
@@ -262,6 +292,7 @@ def _run(
     overwrite: bool,
     progress: bool,
     on_image: Callable[[int, str], None] | None,
+    shard: tuple[int, int] | None = None,
 ) -> dict:
     parsed = [parse_method(m) for m in methods]
     unknown = set(deep_metrics) - set(DEEP_METRICS)
@@ -304,22 +335,30 @@ def _run(
     if fusion_names:  # only then, so that results files without fuse methods keep their config
         config["fusion"] = {f"{c}:{q}": n for (c, q), n in fusion_names.items()}
         config["fusion_sha256"] = {n: model_sha256(n) for n in sorted(set(fusion_names.values()))}
-    cache = _cache_dir(out)
+    cache = _cache_dir(out)  # a shard's outputs go there too: the merge computes the cells on them
+    target = out if shard is None else shard_path(out, *shard)
+    images = load_dataset(dataset, crop=crop, limit=limit)
+    if shard is not None:
+        images = images[shard[0] :: shard[1]]
     done: dict[str, list[dict]] = {}
-    if out.exists() and not overwrite:
-        old = load_results(out)
+    if target.exists() and not overwrite:
+        old = load_results(target)
         diff = sorted(k for k in config if k != "limit" and old["config"].get(k) != config[k])
         if diff:
             raise PerceptError(
-                f"{out} holds a run with a different config ({', '.join(diff)}): use another --out "
-                "or --overwrite to start again"
+                f"{target} holds a run with a different config ({', '.join(diff)}): use another "
+                "--out or --overwrite to start again"
             )
         for row in old["rows"]:
             done.setdefault(row["image"], []).append(row)
+    elif overwrite and shard is not None:  # the other shards' outputs stay
+        for item in images:
+            for (codec, quality) in coders:
+                for method in methods:
+                    _png_path(cache, item.name, codec, quality, method).unlink(missing_ok=True)
     elif overwrite and cache.exists():
         shutil.rmtree(cache)
     cache.mkdir(parents=True, exist_ok=True)
-    images = load_dataset(dataset, crop=crop, limit=limit)
     beyond = set(done) - {item.name for item in images}
     if beyond:  # a smaller limit would silently drop finished images from the file
         raise PerceptError(
@@ -341,11 +380,13 @@ def _run(
         "rows": [],
         "cells": [],
     }
+    if shard is not None:
+        results["shard"] = {"index": shard[0], "count": shard[1], "of": out.name}
     per_image = len(coders) * len(methods)
 
     def flush() -> None:
         results["rows"] = [r for img in images for r in done.get(img.name, [])]
-        save_results(out, results)
+        save_results(target, results)
 
     for index, item in enumerate(tqdm(images, desc="images", disable=not progress)):
         rows = done.get(item.name, [])
@@ -385,6 +426,61 @@ def _run(
         flush()
         if on_image is not None:
             on_image(index + 1, item.name)
-    results["cells"] = _cells(images, config, cache, deep_metrics, progress)
+    if shard is None:
+        results["cells"] = _cells(images, config, cache, deep_metrics, progress)
     flush()
+    return results
+
+
+def merge(out: str | Path, shards: Sequence[str | Path] | None = None, *, progress: bool = True) -> dict:
+    """Join the shard files of a run into ``out`` (module docstring); returns the results.
+
+    ``shards`` defaults to every OUT_STEM.shard-*-of-*.json beside ``out``. They must be all n shards
+    of one config, each finished; the cells are computed on the outputs in ``out``'s image folder."""
+    out = Path(out)
+    if shards is None:
+        shards = sorted(out.parent.glob(f"{glob.escape(out.stem)}.shard-*-of-*{out.suffix}"))
+    if not shards:
+        raise PerceptError(f"no shard files of {out} found: run percept eval --shard I/N first")
+    parts = [(Path(p), load_results(p)) for p in shards]
+    for path, part in parts:
+        if "shard" not in part:
+            raise PerceptError(f"{path} is not a shard file (it has no 'shard' entry)")
+    count = parts[0][1]["shard"]["count"]
+    indices = sorted(part["shard"]["index"] for _, part in parts)
+    if indices != list(range(count)) or any(p["shard"]["count"] != count for _, p in parts):
+        have = ", ".join(f"{p['shard']['index']}/{p['shard']['count']}" for _, p in parts)
+        raise PerceptError(f"merging needs shards 0..{count - 1} of {count} once each; got {have}")
+    config = parts[0][1]["config"]
+    for path, part in parts:
+        if part["config"] != config:
+            raise PerceptError(f"{path} was run with another config than {parts[0][0]}")
+    by_index = {part["shard"]["index"]: part for _, part in parts}
+    images = load_dataset(config["dataset"], crop=config["crop"], limit=config["limit"])
+    per_image = sum(len(qs) for qs in config["codecs"].values()) * len(config["methods"])
+    rows = []
+    for position, item in enumerate(images):
+        part = by_index[position % count]
+        mine = [r for r in part["rows"] if r["image"] == item.name]
+        if len(mine) != per_image:
+            raise PerceptError(
+                f"shard {position % count}/{count} has not finished image {item.name}: run it again "
+                f"(percept eval ... --shard {position % count}/{count}), then merge"
+            )
+        rows += mine
+    first = parts[0][1]
+    results = {
+        "schema": SCHEMA,
+        "name": first["name"],
+        "description": first["description"],
+        "environment": first["environment"],
+        "config": config,
+        "unavailable": {k: v for _, part in parts for k, v in part["unavailable"].items()},
+        "rows": rows,
+        "cells": [],
+        "merged": {"shards": count, "environments": [by_index[i]["environment"] for i in range(count)]},
+    }
+    with results_lock(out):
+        results["cells"] = _cells(images, config, _cache_dir(out), config["deep_metrics"], progress)
+        save_results(out, results)
     return results
