@@ -164,7 +164,7 @@ def problems_of(setting: Setting) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("profile", (*PROFILES, "paper", "paper-tiny"))
 def test_profile_parameters_are_the_notebooks_parameters(profile):
     for kodak in (True, False):
         for name, section in book.load_profile(ROOT, profile, kodak=kodak).items():

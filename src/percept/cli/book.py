@@ -94,7 +94,8 @@ def load_profile(root: Path, profile: str, *, kodak: bool | None = None) -> dict
     if not isinstance(sections, dict):
         raise PerceptError(f"{path}: expected a mapping of notebook name -> parameters")
     replacements = sections.pop(WITHOUT_KODAK, None) or {}
-    sections.pop(COMMITTED, None)
+    for option in PROFILE_OPTIONS:
+        sections.pop(option, None)
     names = set(source_notebooks(root))
     # Every notebook needs a section, so that a profile always says how big each run is.
     missing = sorted(names - set(sections))
@@ -117,15 +118,47 @@ def load_profile(root: Path, profile: str, *, kodak: bool | None = None) -> dict
     if not kodak:
         for name, values in replacements.items():
             params[name].update(values or {})
-    return params
+    # $VARIABLES in values (the paper-tiny profile's stand-in folders) mean the environment's
+    return {name: {k: expand(v) for k, v in values.items()} for name, values in params.items()}
+
+
+def expand(value):
+    """`value` with $VARIABLE / ${VARIABLE} in its strings replaced from the environment."""
+    if isinstance(value, str):
+        return os.path.expandvars(value)
+    if isinstance(value, list):
+        return [expand(v) for v in value]
+    if isinstance(value, dict):
+        return {k: expand(v) for k, v in value.items()}
+    return value
+
+
+def profile_options(root: Path, profile: str) -> dict:
+    """A profile's top-level options (PROFILE_OPTIONS), which are not notebook sections."""
+    import yaml
+
+    sections = yaml.safe_load((root / "notebooks" / "params" / f"{profile}.yaml").read_text()) or {}
+    return {k: sections[k] for k in PROFILE_OPTIONS if k in sections}
 
 
 def keeps_results(root: Path, profile: str) -> bool:
     """Whether the profile keeps its executed notebooks in results/<profile>/ (`committed_results`)."""
-    import yaml
+    return bool(profile_options(root, profile).get(COMMITTED, False))
 
-    sections = yaml.safe_load((root / "notebooks" / "params" / f"{profile}.yaml").read_text()) or {}
-    return bool(sections.get(COMMITTED, False))
+
+def prepare_standins(root: Path, profile: str) -> None:
+    """For a profile with `standins: true`: write the stand-in models (percept.hub.standins) under
+    _build/standins/ and point PERCEPT_STANDINS (the profile's $PERCEPT_STANDINS) and TORCH_HOME
+    (where CompressAI's zoo finds its checkpoints) at them, for this process and its kernels."""
+    if not profile_options(root, profile).get(STANDINS):
+        return
+    from percept.hub.standins import write_standins
+
+    folder = root / "_build" / "standins"
+    print(f"profile {profile}: writing stand-in models (random weights, real formats) to {folder}", flush=True)
+    paths = write_standins(folder)
+    os.environ["PERCEPT_STANDINS"] = str(folder)
+    os.environ["TORCH_HOME"] = str(paths["torch_home"])
 
 
 def kodak_replacements(root: Path, profile: str) -> dict[str, dict]:
@@ -214,6 +247,8 @@ def notebook_problems(path: Path) -> list[str]:
 # The store's format: bump when what a stored notebook must hold changes (older ones recompute).
 STORE_FORMAT = "percept.book/1"
 COMMITTED = "committed_results"
+STANDINS = "standins"
+PROFILE_OPTIONS = (COMMITTED, STANDINS)
 
 
 def results_dir(root: Path, profile: str) -> Path:
@@ -334,6 +369,45 @@ def run_notebook(root: Path, name: str, parameters: dict, profile: str) -> Path:
     return output
 
 
+def needed_downloads(sections: dict[str, dict]) -> list[str]:
+    """The hub models (`hf:ID` values) and CompressAI zoo checkpoints (codec settings) that the
+    given parameter sections use and this machine has not cached, when it cannot fetch them either:
+    one line each. Empty when everything is here or can be downloaded."""
+    from percept.codecs.compressai_codec import ZOO_QUALITIES, cached_checkpoint, zoo_reachable
+    from percept.models.diffusers import cached, hub_reachable
+
+    hub, zoo = set(), set()
+
+    def walk(value, key=None):
+        if isinstance(value, str) and value.startswith("hf:"):
+            hub.add(value)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                if k in ZOO_QUALITIES and isinstance(v, list):
+                    zoo.update((k, q) for q in v)
+                walk(v, k)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, key)
+
+    for params in sections.values():
+        walk(params)
+        if params.get("codec") in ZOO_QUALITIES and "quality" in params:
+            zoo.add((params["codec"], params["quality"]))
+    missing = []
+    hub_missing = sorted(h for h in hub if not cached(h.removeprefix("hf:")))
+    if hub_missing and not hub_reachable():
+        missing += [f"{h} (not in the Hugging Face cache; the hub cannot be reached)" for h in hub_missing]
+    zoo_missing = sorted((n, q) for n, q in zoo if not cached_checkpoint(n, q).is_file())
+    if zoo_missing and not zoo_reachable():
+        for name in dict.fromkeys(n for n, _ in zoo_missing):
+            qs = ", ".join(f"q{q}" for n, q in zoo_missing if n == name)
+            missing.append(
+                f"CompressAI {name} {qs} (not in {cached_checkpoint(name, 1).parent}; its server cannot be reached)"
+            )
+    return missing
+
+
 def run(
     root: Path,
     profile: str,
@@ -345,6 +419,8 @@ def run(
     """Execute the chosen notebooks (all by default), or reuse their stored runs; 0 when every one
     ran clean. `store`: the folder of stored runs (default: results/<profile>/ when the profile has
     `committed_results: true`, else none)."""
+    if profile in {p.stem for p in (root / "notebooks" / "params").glob("*.yaml")}:
+        prepare_standins(root, profile)
     sections = load_profile(root, profile)
     if store is None and keeps_results(root, profile):
         store = results_dir(root, profile)
@@ -352,6 +428,12 @@ def run(
     unknown = [n for n in names if n not in sections]
     if unknown:
         raise PerceptError(f"unknown notebook(s) {unknown}: choose from {source_notebooks(root)}")
+    missing = needed_downloads({n: sections[n] for n in names})
+    if missing:  # before hours of chapters, not in the middle of one
+        raise PerceptError(
+            f"profile {profile} needs downloads this machine cannot make: {'; '.join(missing)}. "
+            "Run it where the internet is reachable, or download them there and copy the caches here"
+        )
 
     if kodak_dir() is None:
         replaced = {n: v for n, v in kodak_replacements(root, profile).items() if n in names}

@@ -27,6 +27,7 @@ from percept.codecs.varint import encode_varint as _varint
 from percept.core.images import check_pixels, one_line, quantize
 from percept.core.tiling import pad_to_multiple
 from percept.errors import CodecError, WeightsUnavailable
+from percept.hub import standins
 
 DOWNLOAD_TIMEOUT_S = 15.0
 
@@ -288,6 +289,22 @@ def _download(url: str) -> Path:
     return target
 
 
+def cached_checkpoint(name: str, quality: int, metric: str = "mse") -> Path:
+    """Where the zoo weights of (name, quality) are, or will be once downloaded (torch.hub's cache)."""
+    zoo = import_quietly("compressai.zoo.image")
+    url = zoo.model_urls[name][metric][quality]
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def zoo_reachable(timeout: float = 3.0) -> bool:
+    """Whether CompressAI's weight server answers a TCP connection within `timeout`."""
+    try:
+        socket.create_connection(("compressai.s3.amazonaws.com", 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def zoo_model(name: str, quality: int, weights: str | Path | None = None, metric: str = "mse"):
     """A CompressAI zoo architecture with real weights, from `weights` or CompressAI's URL."""
     zoo = import_quietly("compressai.zoo.image")
@@ -306,6 +323,8 @@ def zoo_model(name: str, quality: int, weights: str | Path | None = None, metric
             ) from None
     else:
         path = Path(weights)
+    if standins.checkpoint_is_standin(path):
+        print(standins.notice(f"{name} quality {quality} ({path.name})", "CompressAI's zoo weights"), flush=True)
     state = load_pretrained(load_state_dict(path))
     try:
         model = model_architectures[name].from_state_dict(state)

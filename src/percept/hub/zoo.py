@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from percept.core.images import new_file_mode
 from percept.core.tiling import TiledDenoiser
 from percept.errors import PerceptError, WeightsUnavailable
-from percept.hub import runs
+from percept.hub import runs, standins
 from percept.models.build import build_denoiser
 from percept.models.diffusers import from_pretrained
 from percept.models.lowrank import merge_delta
@@ -209,6 +209,9 @@ def load_denoiser(name_or_path: str | os.PathLike, *, registry: Path | None = No
     image size works."""
     if is_diffusers_source(name_or_path):
         denoiser = from_pretrained(str(name_or_path).removeprefix("hf:"))
+        stands_for = standins.standin_of(name_or_path)
+        if stands_for:  # said in the output of whatever loaded it (the paper-tiny profile)
+            print(standins.notice(str(name_or_path), stands_for), flush=True)
         size = getattr(denoiser, "sample_size", None)
         return TiledDenoiser(denoiser, int(size), int(size) // 8) if size else denoiser
     if runs.is_run_dir(name_or_path):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -90,7 +91,7 @@ class DDPMDenoiser(nn.Module):
     def from_pretrained(cls, source: str | Path, **kwargs) -> DDPMDenoiser:
         from diffusers import DDPMScheduler, UNet2DModel
 
-        unet = _load(UNet2DModel, source, "unet", **kwargs)
+        unet = _load(UNet2DModel, source, "unet", low_cpu_mem_usage=False, **kwargs)
         sched = _load(DDPMScheduler, source, "scheduler", **kwargs)
         return cls(unet, sched.alphas_cumprod, sched.config.prediction_type)
 
@@ -131,7 +132,7 @@ class DiffusersConsistencyDenoiser(nn.Module):
     def from_pretrained(cls, source: str | Path, **kwargs) -> DiffusersConsistencyDenoiser:
         from diffusers import CMStochasticIterativeScheduler, UNet2DModel
 
-        unet = _load(UNet2DModel, source, "unet", **kwargs)
+        unet = _load(UNet2DModel, source, "unet", low_cpu_mem_usage=False, **kwargs)
         c = _load(CMStochasticIterativeScheduler, source, "scheduler", **kwargs).config
         return cls(unet, c.sigma_min, c.sigma_max, c.sigma_data, c.clip_denoised)
 
@@ -142,6 +143,17 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
     except OSError:
+        return False
+    return True
+
+
+def cached(source: str | Path) -> bool:
+    """Whether a diffusers model is a local folder or already in the Hugging Face cache."""
+    try:
+        with warnings.catch_warnings():  # the hub client's deprecation notes about its own options
+            warnings.simplefilter("ignore")
+            _scheduler_config(source, local_files_only=True)
+    except WeightsUnavailable:
         return False
     return True
 
