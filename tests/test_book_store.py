@@ -3,6 +3,8 @@ stand, with today's prose, and recomputed (saying why) when they do not."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nbformat
 import pytest
 
@@ -125,3 +127,45 @@ def test_a_setup_cell_added_later_keeps_the_stored_run(project, capsys):
     rendered = nbformat.read(project / "book" / "notebooks" / "a.ipynb", as_version=4)
     assert [c.source for c in rendered.cells if c.cell_type == "code"][0] == "print('setting up')"
     assert "out 6" in outputs(project / "book" / "notebooks" / "a.ipynb")
+
+
+def test_the_rendered_chapter_has_a_colab_badge_for_its_source_notebook(project):
+    assert book.run(project, "p") == 0
+    rendered = markdown(project / "book" / "notebooks" / "a.ipynb")
+    assert rendered.startswith("# A\n\n[![Open in Colab](data:image/svg+xml;base64,")
+    assert f"]({book.colab_url('a')})" in rendered
+    assert book.colab_url("a").endswith("/blob/main/notebooks/a.ipynb")
+    assert "Open in Colab" not in markdown(project / "results" / "p" / "a.ipynb")
+
+
+def test_the_colab_cell_does_nothing_elsewhere_and_installs_and_picks_the_paper_profile_there(
+    tmp_path, monkeypatch, capsys
+):
+    import sys
+    import types
+
+    import torch
+
+    from percept.cli import colab
+
+    calls = []
+    assert colab.setup("02_sigma_sweep", root=tmp_path, run=lambda *a, **k: calls.append(a)) == {}
+    assert calls == []  # not on Colab: nothing run, nothing changed
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert colab.setup("02_sigma_sweep", root=root, run=lambda cmd, **k: calls.append(cmd)) == {}
+    install = calls[-1]
+    assert install[1:4] == ["-m", "pip", "install"]
+    assert not any(r.startswith(("torch==", "torchvision==")) for r in install)  # Colab's own torch stays
+    assert any(r.startswith("compressai") for r in install) and "myst-nb" in install
+    assert Path.cwd() == root / "notebooks"
+    assert "without a GPU" in capsys.readouterr().out
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Tesla T4")
+    values = colab.setup("02_sigma_sweep", root=root, run=lambda cmd, **k: calls.append(cmd))
+    assert values == book.load_profile(root, "paper")["02_sigma_sweep"]
+    assert values["prior"].startswith("hf:")

@@ -24,6 +24,7 @@ renders the committed results as they are.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import copy
 import json
@@ -244,6 +245,30 @@ def notebook_problems(path: Path) -> list[str]:
     return problems
 
 
+# Where the project lives: Colab opens its notebooks from here (percept.cli.colab clones it).
+REPOSITORY = "https://github.com/percept-study/percept"
+# An "Open in Colab" badge drawn inline (a data URI), so the page needs nothing from the network.
+_BADGE_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="117" height="20" role="img" aria-label="Open in Colab">'
+    '<rect width="117" height="20" rx="3" fill="#444"/><rect x="22" width="95" height="20" rx="3" fill="#f9ab00"/>'
+    '<circle cx="11" cy="10" r="5" fill="none" stroke="#f9ab00" stroke-width="2.5"/>'
+    '<text x="69" y="14" font-family="Verdana,sans-serif" font-size="11" text-anchor="middle" fill="#000">'
+    "Open in Colab</text></svg>"
+)
+
+
+def colab_url(notebook: str, repository: str = REPOSITORY, branch: str = "main") -> str:
+    """The address that opens `notebooks/<notebook>.ipynb` of the repository in Colab."""
+    slug = repository.removeprefix("https://github.com/").rstrip("/")
+    return f"https://colab.research.google.com/github/{slug}/blob/{branch}/notebooks/{notebook}.ipynb"
+
+
+def colab_badge(notebook: str) -> str:
+    """A Markdown line: the Colab badge linking to the source notebook."""
+    data = base64.b64encode(_BADGE_SVG.encode()).decode()
+    return f"[![Open in Colab](data:image/svg+xml;base64,{data})]({colab_url(notebook)})"
+
+
 # The store's format: bump when what a stored notebook must hold changes (older ones recompute).
 STORE_FORMAT = "percept.book/1"
 COMMITTED = "committed_results"
@@ -325,12 +350,18 @@ def provenance_note(meta: dict, reused_from: str | None) -> str:
     )
 
 
-def with_provenance(nb, reused_from: str | None):
-    """A copy of an executed notebook with the provenance paragraph appended."""
+def with_provenance(nb, reused_from: str | None, name: str | None = None):
+    """A copy of an executed notebook as the book renders it: the provenance paragraph appended and,
+    given the chapter's name, the Colab badge under its title."""
     import nbformat
 
     out = copy.deepcopy(nb)
     out.cells.append(nbformat.v4.new_markdown_cell(provenance_note(nb.metadata.get("percept", {}), reused_from)))
+    first = next((c for c in out.cells if c.cell_type == "markdown"), None)
+    if name and first is not None:
+        lines = first.source.split("\n")
+        at = 1 if lines and lines[0].startswith("# ") else 0
+        first.source = "\n".join([*lines[:at], "", colab_badge(name), "", *lines[at:]])
     return out
 
 
@@ -457,14 +488,14 @@ def run(
                 shutil.copyfile(output, store / f"{name}.ipynb")
                 print(f"  stored -> {store / f'{name}.ipynb'}", flush=True)
             if output.is_file():
-                add_provenance(output, None)
+                add_provenance(output, None, name)
     return 1 if failures else 0
 
 
-def add_provenance(path: Path, reused_from: str | None) -> None:
+def add_provenance(path: Path, reused_from: str | None, name: str | None = None) -> None:
     import nbformat
 
-    nbformat.write(with_provenance(nbformat.read(path, as_version=4), reused_from), path)
+    nbformat.write(with_provenance(nbformat.read(path, as_version=4), reused_from, name), path)
 
 
 def reuse(root: Path, name: str, store: Path, expected: dict[bool, dict], counter: str) -> bool:
@@ -487,7 +518,7 @@ def reuse(root: Path, name: str, store: Path, expected: dict[bool, dict], counte
         return False
     output = root / EXECUTED_DIR / f"{name}.ipynb"
     output.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(with_provenance(splice(stored, source), shown), output)
+    nbformat.write(with_provenance(splice(stored, source), shown, name), output)
     meta = stored.metadata["percept"]
     print(f"{counter} {name}: reused {shown} (computed {meta.get('date')}, commit {(meta.get('git_commit') or '?')[:10]})", flush=True)
     return True
