@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -161,3 +162,16 @@ def test_prose_and_figure_come_from_the_findings():
     fig = claims.verdict_figure(table)
     bars = fig.axes[0].patches
     assert sum(b.get_width() for b in bars) == len(claims.CLAIMS)
+
+
+def test_the_headline_figure_draws_a_panel_per_results_file():
+    from percept.eval.claims import Sources, headline_figure, load_sources
+
+    src = load_sources(Path(__file__).resolve().parents[1] / "results")
+    fig = headline_figure(src)
+    panels = [src.fusion, src.jpeg]
+    assert len(fig.axes) == sum(p is not None for p in panels)
+    # the learned codec's panel has one line per headline method its file holds, the decode dashed
+    lines = fig.axes[0].get_lines()
+    assert any(line.get_linestyle() == "--" for line in lines)
+    assert headline_figure(Sources()) is None

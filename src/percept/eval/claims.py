@@ -633,3 +633,48 @@ def verdict_figure(table: pd.DataFrame):
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     return fig
+
+
+# How the headline figure names the methods it shows (the rest of a results file is left out).
+HEADLINE_METHODS = {
+    "decode": "codec's own decode",
+    "fuse:1": "paper 2: latent fusion, τ = 1",
+    "enhance:fast:auto": "paper 1: fast preset, σ of the MSE rule",
+    "enhance:medium:auto": "paper 1: medium preset, σ of the MSE rule",
+}
+
+
+def headline_figure(src: Sources):
+    """The study in one figure: realism (SWD) against rate for the learned codec and for JPEG, each
+    codec's decode beside the enhancements at the same bitstreams (a matplotlib Figure, or None when
+    neither results file is there). The points are the results files' cells; the bars their SWD
+    spread over seeds."""
+    import matplotlib.pyplot as plt
+
+    panels = [(name, results) for name, results in (("learned codec (percept-hyperprior)", src.fusion),
+                                                    ("JPEG", src.jpeg)) if results is not None]  # fmt: skip
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 2.6, 4.0), squeeze=False)
+    colours = dict(zip(HEADLINE_METHODS, ("0.25", "#1b9e77", "#d95f02", "#7570b3")))
+    for ax, (title, results) in zip(axes[0], panels):
+        table = cell_table(results)
+        for method, label in HEADLINE_METHODS.items():
+            rows = table[table.method == method].sort_values("bpp")
+            if rows.empty:
+                continue
+            ax.errorbar(rows.bpp, rows.swd, yerr=rows.swd_std, marker="o", ms=4, capsize=2,
+                        color=colours[method], label=label, ls="--" if method == "decode" else "-")  # fmt: skip
+        n = int(table.n.max()) if "n" in table else 0
+        ax.set(title=f"{title}, {n} images", xlabel="rate (bits per pixel)",
+               ylabel="SWD ×10³ (realism, lower is better)")  # fmt: skip
+        ax.grid(True, alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:  # a method missing from the first panel still gets its legend entry
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig
