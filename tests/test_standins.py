@@ -40,8 +40,8 @@ def test_the_loaders_read_them_and_say_they_are_stand_ins(written, monkeypatch, 
 
     prior, cm = load_denoiser(str(written["prior"])), load_denoiser(str(written["consistency_model"]))
     assert not is_consistency_model(prior) and is_consistency_model(cm)
-    x = torch.rand(1, 3, 40, 48)
-    assert prior(x * 2 - 1, torch.tensor(0.3)).shape == x.shape  # tiled at the model's 32 px
+    x = torch.rand(1, 3, 72, 80)
+    assert prior(x * 2 - 1, torch.tensor(0.3)).shape == x.shape  # tiled at the model's 64 px
     said = capsys.readouterr().out
     assert said.count("stand-in weights") == 2 and "google/ddpm-ema-bedroom-256" in said
 

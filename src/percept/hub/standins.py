@@ -99,7 +99,7 @@ def codec_checkpoint_dir(torch_home: Path) -> Path:
     return torch_home / "hub" / "checkpoints"
 
 
-def write_standins(folder: str | Path, *, sample_size: int = 32, qualities=(1, 2, 3, 4)) -> dict[str, Path]:
+def write_standins(folder: str | Path, *, sample_size: int = 64, qualities=(1, 2, 3, 4)) -> dict[str, Path]:
     """Write the stand-ins into `folder` (idempotent: an existing complete set is kept) and return
     their paths: `prior`, `consistency_model` (diffusers folders) and `torch_home` (the TORCH_HOME
     under which CompressAI's zoo finds the codec's checkpoints for `qualities`)."""
