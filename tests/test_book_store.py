@@ -58,6 +58,9 @@ def test_a_stored_run_is_reused_with_new_prose_and_recomputed_when_its_parameter
     nb.cells[-1].outputs[0]["text"] = "out SENTINEL\n"
     nbformat.write(nb, stored)
     make_project(project, text="New sentence.")
+    source = nbformat.read(project / "notebooks" / "a.ipynb", as_version=4)
+    source.cells[-1].metadata["tags"] = ["hide-input"]  # presentation: not a reason to recompute
+    nbformat.write(source, project / "notebooks" / "a.ipynb")
     capsys.readouterr()
     assert book.run(project, "p") == 0
     said = capsys.readouterr().out
@@ -67,7 +70,7 @@ def test_a_stored_run_is_reused_with_new_prose_and_recomputed_when_its_parameter
     assert "reused them from `results/p/a.ipynb`" in markdown(rendered)
     # the injected-parameters cell is kept in place
     tags = [c.metadata.get("tags", []) for c in nbformat.read(rendered, as_version=4).cells]
-    assert tags[1:3] == [["parameters"], ["injected-parameters"]]
+    assert tags[1:4] == [["parameters"], ["injected-parameters"], ["hide-input"]]
 
     # Other parameters: said, recomputed, stored anew.
     make_project(project, x=4, text="New sentence.")

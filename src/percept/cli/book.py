@@ -327,6 +327,8 @@ def splice(stored, source):
         if "injected-parameters" in taken.metadata.get("tags", []):
             cells.append(taken)
             taken = next(executed)
+        taken = copy.deepcopy(taken)  # presentation (tags such as hide-input) is today's
+        taken.metadata["tags"] = list(cell.metadata.get("tags", []))
         cells.append(taken)
     out = copy.deepcopy(stored)
     out.cells = cells
