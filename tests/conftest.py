@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from percept.errors import MetricUnavailable
+
 ROOT = Path(__file__).resolve().parents[1]
 
 if not os.environ.get("PERCEPT_DATA"):
@@ -223,3 +225,15 @@ def sweep_setup(photo):
     torch.manual_seed(0)
     tiny = UNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, emb_dim=16, groups=4)
     return images, get_codec("jpeg", 10), EDMDenoiser(UNet(tiny)).eval()
+
+
+@pytest.fixture
+def offline_deep_metrics(monkeypatch):
+    """LPIPS/FID as they behave here without weights, without waiting for a failed download."""
+    import percept.metrics as deep  # the names the results module calls
+
+    def unavailable(*args, **kwargs):
+        raise MetricUnavailable("weights not cached (test)")
+
+    monkeypatch.setattr(deep, "lpips", unavailable)
+    monkeypatch.setattr(deep, "fid", unavailable)

@@ -18,7 +18,6 @@ from percept.errors import PerceptError
 from percept.eval import harness
 from percept.eval.results import load_results, save_results, strip_timings
 from percept.hub import runs
-from percept.metrics import MetricUnavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_UNET = {"channels": [8, 16], "blocks": [1, 1], "mid_blocks": 1, "emb_dim": 16, "groups": 4}
@@ -100,17 +99,6 @@ def test_batch_size_splits_over_the_ranks():
         task.local_batch(7)
     task.world = distributed.World()
     assert task.local_batch(7) == 7
-
-
-@pytest.fixture
-def offline_deep_metrics(monkeypatch):
-    import percept.metrics as deep
-
-    def unavailable(*args, **kwargs):
-        raise MetricUnavailable("weights not cached (test)")
-
-    monkeypatch.setattr(deep, "lpips", unavailable)
-    monkeypatch.setattr(deep, "fid", unavailable)
 
 
 @pytest.fixture(scope="module")

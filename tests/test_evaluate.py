@@ -22,16 +22,8 @@ OPTIONS = dict(crop="crop128", limit=2, swd_seeds=(0, 1), progress=False)
 
 
 @pytest.fixture(autouse=True)
-def offline_deep_metrics(monkeypatch):
-    """LPIPS/FID as they behave here without weights, without waiting for a failed download."""
-
-    def unavailable(*args, **kwargs):
-        raise MetricUnavailable("weights not cached (test)")
-
-    import percept.metrics as deep  # the names the results module calls
-
-    monkeypatch.setattr(deep, "lpips", unavailable)
-    monkeypatch.setattr(deep, "fid", unavailable)
+def _no_deep_metric_downloads(offline_deep_metrics):
+    """Every test here runs with conftest's offline LPIPS/FID."""
 
 
 @pytest.fixture(scope="module")

@@ -411,17 +411,17 @@ def needed_downloads(sections: dict[str, dict]) -> list[str]:
 
     hub, zoo = set(), set()
 
-    def walk(value, key=None):
+    def walk(value) -> None:  # hub ids anywhere; {zoo codec: [qualities]} mappings anywhere
         if isinstance(value, str) and value.startswith("hf:"):
             hub.add(value)
         elif isinstance(value, dict):
             for k, v in value.items():
                 if k in ZOO_QUALITIES and isinstance(v, list):
                     zoo.update((k, q) for q in v)
-                walk(v, k)
+                walk(v)
         elif isinstance(value, list):
             for v in value:
-                walk(v, key)
+                walk(v)
 
     for params in sections.values():
         walk(params)
