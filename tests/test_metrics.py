@@ -176,6 +176,8 @@ def test_swd_gain_is_paired_and_its_interval_says_when_a_gain_is_real(photo_crop
     assert better.gain > 0 and better.low > 0 and better.significant, better
     worse = swd_gain(photo_crops, sharp, soft, **kw)
     assert worse.high < 0 and worse.significant
+    for g in (better, worse):  # bias-shifted: the interval holds its own estimate
+        assert g.low <= g.gain <= g.high, g
     same = swd_gain(photo_crops, sharp, [x.clone() for x in sharp], **kw)
     assert same.gain == same.low == same.high == 0 and not same.significant  # exactly paired
     with pytest.raises(PerceptError, match="one size"):

@@ -279,7 +279,13 @@ def swd_gain(
     test on exactly the same images, reference patches and patch positions, so what they share
     cancels and the interval reflects which images were chosen as well as the patch draw (the
     `std` of `swd` reflects only the latter). `gain` is the difference of plain `swd` means over
-    seeds 0..3 on all images."""
+    seeds 0..3 on all images.
+
+    A resample repeats some images and drops others, which moves SWD by itself (fewer distinct
+    patches), so the resampled gains can sit to one side of `gain` and a plain percentile interval
+    can miss its own estimate. The interval is therefore shifted by the bootstrap's estimate of
+    that bias (the resamples' mean gain minus `gain`): its width is the percentile interval's, and
+    it is centred where the full set puts the gain."""
     ref, base, tst = _as_list(reference), _as_list(baseline), _as_list(test)
     if not (len(ref) == len(base) == len(tst)) or len(ref) < 2:
         raise PerceptError("swd_gain needs reference, baseline and test sets of one size (>= 2)")
@@ -293,7 +299,8 @@ def swd_gain(
         r_ref, r_base, r_tst = ([xs[i] for i in idx] for xs in (ref, base, tst))
         one = {**swd_options, "seeds": (1000 + r,)}
         gains.append(swd(r_ref, r_base, **one).mean - swd(r_ref, r_tst, **one).mean)
-    lo, hi = np.quantile(gains, [(1 - level) / 2, (1 + level) / 2])
+    bias = float(np.mean(gains)) - point
+    lo, hi = np.quantile(gains, [(1 - level) / 2, (1 + level) / 2]) - bias
     return SWDGain(float(point), float(lo), float(hi), level, resamples)
 
 
