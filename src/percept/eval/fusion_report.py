@@ -15,6 +15,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from percept.codecs.compressai_codec import deserialize
 from percept.codecs.container import encode_image, unpack
@@ -36,15 +37,22 @@ def tau_of(method: str) -> float | None:
     return float(method.split(":")[1]) if method.startswith("fuse:") else None
 
 
-def method_table(results_path, *, bootstrap: int = 20, seed: int = 0) -> pd.DataFrame:
+def method_table(
+    results_path, *, bootstrap: int = 20, seed: int = 0, progress: bool = True
+) -> pd.DataFrame:
     """One row per (quality, method): image means of bpp, PSNR, MS-SSIM, SSIMULACRA 2 and decode
     time; SWD (x1e3) with its spread; the realism gained over the plain decode with a 90% paired
-    bootstrap interval over images; patch KID (x1e3, finest pyramid level)."""
+    bootstrap interval over images; patch KID (x1e3, finest pyramid level). Each row's bootstrap
+    costs 2 x `bootstrap` SWD evaluations, so a full table takes many minutes on a CPU: `progress`
+    shows a bar on stderr."""
     results = load_results(results_path)
     rows = pd.DataFrame(results["rows"])
     codec = next(iter(results["config"]["codecs"]))
     originals, out = {}, []
-    for (quality, method), group in rows.groupby(["quality", "method"], sort=False):
+    groups = rows.groupby(["quality", "method"], sort=False)
+    for (quality, method), group in tqdm(
+        groups, total=groups.ngroups, desc="fusion table", disable=not progress
+    ):
         if quality not in originals:
             originals[quality] = output_images(results_path, results, codec, quality, "original")
             decoded = output_images(results_path, results, codec, quality, "decode")
@@ -89,7 +97,13 @@ def tau_within(table: pd.DataFrame, max_loss_db: float = 1.0) -> float:
 
 
 def headline(
-    results_path, table: pd.DataFrame, tau: float, *, bootstrap: int = 20, seed: int = 0
+    results_path,
+    table: pd.DataFrame,
+    tau: float,
+    *,
+    bootstrap: int = 20,
+    seed: int = 0,
+    progress: bool = True,
 ) -> dict:
     """BD-rate of fuse:tau against the base decode on SWD (lower is better) and SSIMULACRA 2
     (higher is better), with 90% bootstrap intervals over images (paper 2's LPIPS-BDRate, with the
@@ -125,7 +139,10 @@ def headline(
 
     point = curves(range(len(names)), 0)
     rng = np.random.default_rng(seed)
-    samples = [curves(rng.integers(0, len(names), len(names)), 1000 + r) for r in range(bootstrap)]
+    samples = [
+        curves(rng.integers(0, len(names), len(names)), 1000 + r)
+        for r in tqdm(range(bootstrap), desc="BD-rate bootstrap", disable=not progress)
+    ]
 
     def interval(k):
         values = [s[k] for s in samples if math.isfinite(s[k])]
