@@ -172,3 +172,24 @@ def test_the_colab_cell_does_nothing_elsewhere_and_installs_and_picks_the_paper_
     values = colab.setup("02_sigma_sweep", root=root, run=lambda cmd, **k: calls.append(cmd))
     assert values == book.load_profile(root, "paper")["02_sigma_sweep"]
     assert values["prior"].startswith("hf:")
+
+
+def test_the_committed_full_runs_stand_for_every_chapter_as_it_is_now():
+    """`make book` renders from results/full/ without computing: every chapter has a stored run whose
+    code cells and parameters are today's and which holds no error or warning. Fails when a
+    notebook's code or the full profile changed without `make book RECOMPUTE=1` (or one chapter's
+    `--recompute`) and a commit of the new run."""
+    root = book.project_root()
+    store = book.results_dir(root, "full")
+    expected = {kodak: book.load_profile(root, "full", kodak=kodak) for kodak in (True, False)}
+    stale = {}
+    for name in book.source_notebooks(root):
+        path = store / f"{name}.ipynb"
+        if not path.is_file():
+            stale[name] = "no stored run"
+            continue
+        stored = nbformat.read(path, as_version=4)
+        source = nbformat.read(root / "notebooks" / f"{name}.ipynb", as_version=4)
+        problem = book.reuse_problem(stored, source, {k: v[name] for k, v in expected.items()})
+        stale[name] = problem or ("; ".join(book.notebook_problems(path)) or None)
+    assert not {k: v for k, v in stale.items() if v}, stale
