@@ -264,9 +264,12 @@ def colab_url(notebook: str, repository: str = REPOSITORY, branch: str = "main")
 
 
 def colab_badge(notebook: str) -> str:
-    """A Markdown line: the Colab badge linking to the source notebook."""
+    """A line of inline HTML: the Colab badge (its SVG inside the page, so it shows offline) linking
+    to the source notebook. HTML because MyST does not take a `data:` address as a Markdown image:
+    it would print the whole address as link text."""
     data = base64.b64encode(_BADGE_SVG.encode()).decode()
-    return f"[![Open in Colab](data:image/svg+xml;base64,{data})]({colab_url(notebook)})"
+    return (f'<a href="{colab_url(notebook)}"><img alt="Open in Colab" '
+            f'src="data:image/svg+xml;base64,{data}"></a>')  # fmt: skip
 
 
 # The store's format: bump when what a stored notebook must hold changes (older ones recompute).

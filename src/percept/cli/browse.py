@@ -38,8 +38,12 @@ PAGE_REPORT = """(() => {
     .filter(img => !img.complete || img.naturalWidth === 0)
     .map(img => img.getAttribute('src'));
   const errors = document.querySelectorAll('.output.traceback, .output_error, .cell_output .traceback');
+  // A page wider than the window (a word or a link that cannot wrap) scrolls sideways: the
+  // reader loses the left of every line.
+  const root = document.documentElement;
   return JSON.stringify({images: document.images.length, broken, tracebacks: errors.length,
-                         height: document.documentElement.scrollHeight});
+                         height: root.scrollHeight, width: root.scrollWidth, window: root.clientWidth,
+                         inline_as_text: document.body.innerText.includes('data:image/')});
 })()"""
 
 
@@ -158,6 +162,10 @@ def check_page(
     """What is wrong with one page as Chromium renders it (empty when nothing is); the other hosts
     it could not reach are added to the set `offline` when one is given."""
     tab.events.clear()
+    # The page is laid out at the screenshot's width from the start: resizing the window after the
+    # load leaves the theme's sidebars where the first layout put them.
+    tab.call("Emulation.setDeviceMetricsOverride", session=True, width=1280, height=900,
+             deviceScaleFactor=1, mobile=False)  # fmt: skip
     tab.call("Page.navigate", session=True, url=page.resolve().as_uri())
     try:
         tab.wait_for("Page.loadEventFired", timeout)
@@ -171,6 +179,10 @@ def check_page(
     if offline is not None:
         offline.update(_unreachable(tab.events))
     problems += [f"{page.name}: figure {src} did not load" for src in report["broken"]]
+    if report["inline_as_text"]:  # e.g. a Markdown image with a data: address, which MyST prints
+        problems.append(f"{page.name}: an inline image's data: address is shown as text")
+    if report["width"] > report["window"] + 1:
+        problems.append(f"{page.name}: the page is {report['width']} px wide in a {report['window']} px window")
     if report["tracebacks"]:
         problems.append(f"{page.name}: {report['tracebacks']} error output cell(s) shown")
     if shot is not None:
