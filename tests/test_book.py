@@ -7,6 +7,7 @@ working tree's book/notebooks/ or _build/.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -190,3 +191,16 @@ def test_every_chapter_runs_the_paper_code_path_on_stand_in_models(paper_tiny_ru
         # each loads a stand-in prior and a stand-in CompressAI codec, and says so
         assert "stand-in weights" in text and "mbt2018-mean" in text, name
     assert "ddpm-ema-bedroom-256" in str(profile["02_sigma_sweep"]["prior"])
+
+
+def test_glued_paragraphs_use_the_block_directive():
+    """A `{glue:md}` role alone on its line glues block Markdown (a list of findings) inline, where
+    the list markers become text; such a value must be glued with the ```{glue:md}``` directive."""
+    alone = re.compile(r"^\s*\{glue:md\}`[^`]+`\s*$", re.M)
+    root = book.project_root()
+    for name in book.source_notebooks(root):
+        nb = nbformat.read(root / "notebooks" / f"{name}.ipynb", as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                found = alone.search(cell.source)
+                assert not found, f"{name}: {found.group(0).strip()}"
