@@ -192,3 +192,15 @@ def test_the_committed_full_runs_stand_for_every_chapter_as_it_is_now():
         problem = book.reuse_problem(stored, source, {k: v[name] for k, v in expected.items()})
         stale[name] = problem or ("; ".join(book.notebook_problems(path)) or None)
     assert not {k: v for k, v in stale.items() if v}, stale
+
+
+def test_every_setup_cell_clones_the_repository_the_badges_point_at():
+    """The repository's address is written in each notebook's setup cell (it runs before percept is
+    installed) and in `book.REPOSITORY` (badges, `colab.setup`): moving the project means changing
+    both, and this test says where one was missed."""
+    root = book.project_root()
+    for name in book.source_notebooks(root):
+        nb = nbformat.read(root / "notebooks" / f"{name}.ipynb", as_version=4)
+        setup = [c for c in nb.cells if book.SETUP_TAG in c.metadata.get("tags", [])]
+        assert len(setup) == 1, f"{name}: {len(setup)} setup cells"
+        assert f'"{book.REPOSITORY}"' in setup[0].source, f"{name}: its setup cell clones another repository"
