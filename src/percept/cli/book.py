@@ -471,11 +471,8 @@ def run(
             "Run it where the internet is reachable, or download them there and copy the caches here"
         )
 
-    if kodak_dir() is None:
-        replaced = {n: v for n, v in kodak_replacements(root, profile).items() if n in names}
-        if replaced:
-            said = "; ".join(f"{n}: {v}" for n, v in replaced.items())
-            print(f"Kodak not found (PERCEPT_DATA has no kodak/): profile {profile} uses {said}")
+    # Said for the chapters that are computed (a reused run keeps the photos it was made with).
+    replaced = kodak_replacements(root, profile) if kodak_dir() is None else {}
     expected = {
         kodak: load_profile(root, profile, kodak=kodak) for kodak in (True, False)
     } if store else {}
@@ -485,6 +482,9 @@ def run(
             counter = f"[{i}/{len(names)}]"
             if store and not recompute and reuse(root, name, store, {k: v[name] for k, v in expected.items()}, counter):
                 continue
+            if name in replaced:
+                print(f"{counter} {name}: Kodak not found (PERCEPT_DATA has no kodak/): profile "
+                      f"{profile} uses {replaced[name]}", flush=True)  # fmt: skip
             ok = run_one(root, name, sections[name], profile, counter)
             failures += not ok
             output = root / EXECUTED_DIR / f"{name}.ipynb"
