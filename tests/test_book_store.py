@@ -180,7 +180,7 @@ def test_the_committed_full_runs_stand_for_every_chapter_as_it_is_now():
     `--recompute`) and a commit of the new run."""
     root = book.project_root()
     store = book.results_dir(root, "full")
-    expected = {kodak: book.load_profile(root, "full", kodak=kodak) for kodak in (True, False)}
+    expected = book.expected_parameters(root, "full")
     stale = {}
     for name in book.source_notebooks(root):
         path = store / f"{name}.ipynb"
@@ -189,8 +189,7 @@ def test_the_committed_full_runs_stand_for_every_chapter_as_it_is_now():
             continue
         stored = nbformat.read(path, as_version=4)
         source = nbformat.read(root / "notebooks" / f"{name}.ipynb", as_version=4)
-        problem = book.reuse_problem(stored, source, {k: v[name] for k, v in expected.items()})
-        stale[name] = problem or ("; ".join(book.notebook_problems(path)) or None)
+        stale[name] = book.stored_run_problem(stored, source, path, {k: v[name] for k, v in expected.items()})
     assert not {k: v for k, v in stale.items() if v}, stale
 
 

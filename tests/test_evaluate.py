@@ -21,9 +21,8 @@ GRID = {"jpeg": [10, 40]}
 OPTIONS = dict(crop="crop128", limit=2, swd_seeds=(0, 1), progress=False)
 
 
-@pytest.fixture(autouse=True)
-def _no_deep_metric_downloads(offline_deep_metrics):
-    """Every test here runs with conftest's offline LPIPS/FID."""
+# Every test here runs with conftest's offline LPIPS/FID.
+pytestmark = pytest.mark.usefixtures("offline_deep_metrics")
 
 
 @pytest.fixture(scope="module")

@@ -473,9 +473,7 @@ def run(
 
     # Said for the chapters that are computed (a reused run keeps the photos it was made with).
     replaced = kodak_replacements(root, profile) if kodak_dir() is None else {}
-    expected = {
-        kodak: load_profile(root, profile, kodak=kodak) for kodak in (True, False)
-    } if store else {}
+    expected = expected_parameters(root, profile) if store else {}
     failures = 0
     with this_interpreter_kernel(root / "_build" / ".jupyter"):
         for i, name in enumerate(names, 1):
@@ -503,6 +501,19 @@ def add_provenance(path: Path, reused_from: str | None, name: str | None = None)
     nbformat.write(with_provenance(nbformat.read(path, as_version=4), reused_from, name), path)
 
 
+def expected_parameters(root: Path, profile: str) -> dict[bool, dict[str, dict]]:
+    """The profile's parameters per notebook for a stored run made with Kodak (True) and without."""
+    return {kodak: load_profile(root, profile, kodak=kodak) for kodak in (True, False)}
+
+
+def stored_run_problem(stored, source, stored_path: Path, expected: dict[bool, dict]) -> str | None:
+    """Why the stored run (read from `stored_path`) cannot stand for `source` now (None when it
+    can): `reuse_problem`, or errors and warnings in its outputs."""
+    return reuse_problem(stored, source, expected) or (
+        "has errors or warnings" if notebook_problems(stored_path) else None
+    )
+
+
 def reuse(root: Path, name: str, store: Path, expected: dict[bool, dict], counter: str) -> bool:
     """Write the stored run of `name` (with today's prose) to book/notebooks/ when it is still valid;
     False (after saying why) when the chapter must be computed."""
@@ -515,9 +526,7 @@ def reuse(root: Path, name: str, store: Path, expected: dict[bool, dict], counte
         return False
     stored = nbformat.read(stored_path, as_version=4)
     source = nbformat.read(root / "notebooks" / f"{name}.ipynb", as_version=4)
-    problem = reuse_problem(stored, source, expected) or (
-        "has errors or warnings" if notebook_problems(stored_path) else None
-    )
+    problem = stored_run_problem(stored, source, stored_path, expected)
     if problem:
         print(f"{counter} {name}: {shown} {problem}; recomputing it", flush=True)
         return False

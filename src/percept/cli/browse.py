@@ -33,6 +33,9 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 THEME_NOISE = ("Got invalid theme mode",)
 
 # Run in the page once it has loaded: its figures that did not load, and its error output cells.
+# The window width pages are laid out and photographed at (a laptop's).
+SHOT_WIDTH = 1280
+
 PAGE_REPORT = """(() => {
   const broken = [...document.images]
     .filter(img => !img.complete || img.naturalWidth === 0)
@@ -164,7 +167,7 @@ def check_page(
     tab.events.clear()
     # The page is laid out at the screenshot's width from the start: resizing the window after the
     # load leaves the theme's sidebars where the first layout put them.
-    tab.call("Emulation.setDeviceMetricsOverride", session=True, width=1280, height=900,
+    tab.call("Emulation.setDeviceMetricsOverride", session=True, width=SHOT_WIDTH, height=900,
              deviceScaleFactor=1, mobile=False)  # fmt: skip
     tab.call("Page.navigate", session=True, url=page.resolve().as_uri())
     try:
@@ -187,7 +190,7 @@ def check_page(
         problems.append(f"{page.name}: {report['tracebacks']} error output cell(s) shown")
     if shot is not None:
         height = min(int(report["height"]), 16000)
-        tab.call("Emulation.setDeviceMetricsOverride", session=True, width=1280, height=height,
+        tab.call("Emulation.setDeviceMetricsOverride", session=True, width=SHOT_WIDTH, height=height,
                  deviceScaleFactor=1, mobile=False)  # fmt: skip
         data = tab.call("Page.captureScreenshot", session=True, format="png")["data"]
         shot.parent.mkdir(parents=True, exist_ok=True)
