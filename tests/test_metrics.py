@@ -184,6 +184,72 @@ def test_swd_gain_is_paired_and_its_interval_says_when_a_gain_is_real(photo_crop
         swd_gain(photo_crops, sharp[:2], soft, **kw)
 
 
+def _small_sets():
+    g = torch.Generator().manual_seed(5)
+    ref = [torch.rand(3, 48, 64, generator=g) for _ in range(4)] + [torch.rand(3, 64, 40, generator=g)]
+    near = [(x + 0.04 * torch.randn(x.shape, generator=g)).clamp(0, 1) for x in ref]
+    far = [(x + 0.12 * torch.randn(x.shape, generator=g)).clamp(0, 1) for x in ref]
+    other = [torch.rand(3, 96, 96, generator=g) for _ in range(3)]  # fewer patches, more levels
+    return ref, near, far, other
+
+
+def _swd_written_out(ref, test, *, seeds, patches_per_image, normalization="reference"):
+    """ProGAN's SWD spelled out from the public pieces: the specification `swd` must meet."""
+    from percept.metrics.realism import _num_levels, pyramid_descriptors, pyramids
+
+    levels = _num_levels(list(ref) + list(test), 16)
+    per_seed = []
+    for seed in seeds:
+        g_ref, g_tst = (torch.Generator().manual_seed(2 * seed + k) for k in (0, 1))
+        da = pyramid_descriptors(pyramids(ref, levels), patches_per_image=patches_per_image, generator=g_ref)
+        db = pyramid_descriptors(pyramids(test, levels), patches_per_image=patches_per_image, generator=g_tst)
+        n = min(len(da[0]), len(db[0]))
+        ia = torch.randperm(len(da[0]), generator=g_ref)[:n]
+        ib = torch.randperm(len(db[0]), generator=g_tst)[:n]
+        g = torch.Generator().manual_seed(10_000 + seed)
+        dists = []
+        for a, b in zip(da, db):
+            a, b = a[ia], b[ib]
+            ma, sa = a.mean(dim=(0, 2, 3), keepdim=True), a.std(dim=(0, 2, 3), keepdim=True)
+            mb, sb = (ma, sa) if normalization == "reference" else (b.mean(dim=(0, 2, 3), keepdim=True), b.std(dim=(0, 2, 3), keepdim=True))
+            dists.append(1e3 * sliced_wasserstein((a - ma) / sa, (b - mb) / sb, generator=g))
+        per_seed.append(float(np.mean(dists)))
+    return per_seed
+
+
+def test_swd_is_progans_estimator_written_out():
+    ref, near, _, other = _small_sets()
+    for test, normalization in ((near, "reference"), (other, "reference"), (near, "each")):
+        kw = dict(seeds=(0, 3), patches_per_image=40)
+        got = swd(ref, test, normalization=normalization, **kw)
+        want = _swd_written_out(ref, test, normalization=normalization, **kw)
+        assert got.per_seed == pytest.approx(want, rel=1e-6)
+
+
+def test_swd_many_and_swd_gains_give_exactly_the_separate_calls():
+    from percept.metrics import swd_gain, swd_gains, swd_many
+
+    ref, near, far, other = _small_sets()
+    kw = dict(seeds=(1, 2), patches_per_image=32)
+    # other has another size: its own level count and patch count, against the same reference
+    assert swd_many(ref, [near, other, far], **kw) == [swd(ref, t, **kw) for t in (near, other, far)]
+    gains = swd_gains(ref, far, [near, far], resamples=4, seed=7, **kw)
+    assert gains == [swd_gain(ref, far, t, resamples=4, seed=7, **kw) for t in (near, far)]
+    # and swd_gain is the bootstrap written out with plain swd calls on the resampled images
+    rng = np.random.default_rng(7)
+    drawn = []
+    for r in range(4):
+        idx = rng.integers(0, len(ref), len(ref))
+        pick = [[xs[i] for i in idx] for xs in (ref, far, near)]
+        one = {**kw, "seeds": (1000 + r,)}
+        drawn.append(swd(pick[0], pick[1], **one).mean - swd(pick[0], pick[2], **one).mean)
+    point = swd(ref, far, **kw).mean - swd(ref, near, **kw).mean
+    bias = float(np.mean(drawn)) - point
+    low, high = np.quantile(drawn, [0.05, 0.95]) - bias
+    assert (gains[0].gain, gains[0].low, gains[0].high) == pytest.approx((point, low, high), abs=1e-9)
+    assert gains[1].gain == gains[1].low == gains[1].high == 0
+
+
 def test_kernel_distance_matches_direct_unbiased_mmd():
     rng = np.random.default_rng(4)
     a, b = rng.normal(size=(30, 5)), rng.normal(0.5, 1.0, size=(40, 5))

@@ -29,7 +29,6 @@ import pandas as pd
 from percept.enhancer.table import table_path
 from percept.eval import fusion_report
 from percept.eval.results import load_results, method_table, summarize
-from percept.metrics import bd_rate
 
 FUSION_RESULTS = "fusion-kodak.json"  # paper 2's tau sweep beside paper 1's presets, learned codec
 JPEG_RESULTS = "paper1-jpeg-kodak.json"  # paper 1's presets on JPEG
@@ -463,10 +462,7 @@ def psnr_within_1db(src: Sources) -> Finding:
 def swd_bd_rate(src: Sources, tau: float) -> float:
     """BD-rate (%) on SWD of fuse:tau against the decode, from the cells (no images needed): paper 2's
     LPIPS-BDRate with SWD in LPIPS's place; negative = fewer bits for the same realism."""
-    table = cell_table(src.fusion)
-    base = table[table.method == "decode"].sort_values("quality")
-    test = table[table.method == f"fuse:{tau:g}"].sort_values("quality")
-    return bd_rate(base.bpp, base.swd, test.bpp, test.swd, higher_is_better=False)
+    return fusion_report.bd_rates(cell_table(src.fusion), tau)[0]
 
 
 def lpips_bd_rate(src: Sources) -> Finding:

@@ -33,6 +33,8 @@ from percept.metrics.realism import (
     patch_kid,
     swd,
     swd_gain,
+    swd_gains,
+    swd_many,
 )
 from percept.metrics.timing import Timing, time_decode
 
@@ -52,6 +54,8 @@ __all__ = [
     "ssimulacra2",
     "swd",
     "swd_gain",
+    "swd_gains",
+    "swd_many",
     "time_decode",
     "lpips",
     "fid",
