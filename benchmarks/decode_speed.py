@@ -1,7 +1,7 @@
 """Decode speed of paper 1's presets, fp32 eager against the library's fast path, side by side.
 
     python benchmarks/decode_speed.py                       # on a GPU: the issue's full grid
-    python benchmarks/decode_speed.py --quick               # on a CPU: a small grid that finishes
+    python benchmarks/decode_speed.py --quick               # on a CPU: a small grid, minutes
 
 For each model (`paper`: a diffusers UNet2DModel in the consistency models' LSUN 256 configuration
 with random weights, which times the paper's network; `project`: the shipped percept-prior-s and
@@ -96,17 +96,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--models", nargs="+", default=["paper", "project"], choices=["paper", "project"])
     p.add_argument("--batches", nargs="+", type=int, default=[1, 16])
-    p.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    p.add_argument("--presets", nargs="+", default=None, choices=list(PRESETS),
+                   help="default: all three; with --quick, fast and medium (a CPU slow call takes minutes)")
     p.add_argument("--no-kodak-size", action="store_true", help="skip the 512x768 image")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--sigma", type=float, default=0.5)
-    p.add_argument("--quick", action="store_true", help="CPU: batch 1, 1 repeat, 1/8-width paper net")
+    p.add_argument("--quick", action="store_true",
+                   help="CPU: batch 1, 1 repeat, 1/8-width paper net, no slow preset unless --presets names it")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if args.quick:
         args.batches, args.repeats, args.warmup, args.no_kodak_size = [1], 1, 1, True
+    if args.presets is None:
+        args.presets = ["fast", "medium"] if args.quick else list(PRESETS)
     shapes = [(b, 256, 256) for b in args.batches] + ([] if args.no_kodak_size else [(1, 512, 768)])
     codec = get_codec("percept-hyperprior", 2)
     operator = operator_of(codec)
