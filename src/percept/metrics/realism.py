@@ -340,8 +340,7 @@ def swd(
 
 def swd_many(reference: ImageSet, tests: Sequence[ImageSet], **options) -> list[SWDResult]:
     """``[swd(reference, t, **options) for t in tests]``, the same numbers, with the reference's
-    side (pyramids, patches, statistics, sorted projections) computed once rather than per test:
-    with ten methods against one set of originals it does about half the work."""
+    side (pyramids, patches, statistics, sorted projections) computed once rather than per test."""
     ref = _Pyramids(reference)
     return _swd_sets(ref, _whole(ref), [(s, _whole(s)) for s in map(_Pyramids, tests)], **options)
 
@@ -407,8 +406,8 @@ def swd_gains(
     **swd_options,
 ) -> list[SWDGain]:
     """``[swd_gain(reference, baseline, t, ...) for t in tests]``, the same numbers: every test sees
-    the same resamples, so the reference and baseline sides of each resample are computed once and
-    each image's pyramid once in all (a table of ten methods runs several times faster)."""
+    the same resamples, so the reference and baseline sides of each resample are computed once, and
+    each image's pyramid once in all. `benchmarks/swd_speed.py` measures what that saves."""
     ref, base = _Pyramids(reference), _Pyramids(baseline)
     sets = [_Pyramids(t) for t in tests]
     if not all(len(s) == len(ref) for s in (base, *sets)) or len(ref) < 2:
