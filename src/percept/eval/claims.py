@@ -644,14 +644,16 @@ def headline_figure(src: Sources):
     """The study in one figure: realism (SWD) against rate for the learned codec and for JPEG, each
     codec's decode beside the enhancements at the same bitstreams (a matplotlib Figure, or None when
     neither results file is there). The points are the results files' cells; the bars their SWD
-    spread over seeds."""
-    import matplotlib.pyplot as plt
+    spread over seeds. The Figure is not pyplot's, so a notebook shows it only where it is glued or
+    displayed, not once more at the end of the cell that made it."""
+    from matplotlib.figure import Figure
 
     panels = [(name, results) for name, results in (("learned codec (percept-hyperprior)", src.fusion),
                                                     ("JPEG", src.jpeg)) if results is not None]  # fmt: skip
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 2.6, 4.0), squeeze=False)
+    fig = Figure(figsize=(5.0 * len(panels), 5.0), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)
     colours = dict(zip(HEADLINE_METHODS, ("0.25", "#1b9e77", "#d95f02", "#7570b3")))
     for ax, (title, results) in zip(axes[0], panels):
         table = cell_table(results)
@@ -671,6 +673,5 @@ def headline_figure(src: Sources):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    fig.tight_layout()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, frameon=False)
     return fig
