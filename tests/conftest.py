@@ -227,13 +227,25 @@ def sweep_setup(photo):
     return images, get_codec("jpeg", 10), EDMDenoiser(UNet(tiny)).eval()
 
 
-@pytest.fixture
-def offline_deep_metrics(monkeypatch):
-    """LPIPS/FID as they behave here without weights, without waiting for a failed download."""
+def _deep_metrics_offline(mp: pytest.MonkeyPatch) -> None:
     import percept.metrics as deep  # the names the results module calls
 
     def unavailable(*args, **kwargs):
         raise MetricUnavailable("weights not cached (test)")
 
-    monkeypatch.setattr(deep, "lpips", unavailable)
-    monkeypatch.setattr(deep, "fid", unavailable)
+    mp.setattr(deep, "lpips", unavailable)
+    mp.setattr(deep, "fid", unavailable)
+
+
+@pytest.fixture
+def offline_deep_metrics(monkeypatch):
+    """LPIPS/FID as they behave here without weights, without waiting for a failed download."""
+    _deep_metrics_offline(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def offline_deep_metrics_for_module():
+    """`offline_deep_metrics` for a module-scoped fixture that runs the harness once."""
+    with pytest.MonkeyPatch.context() as mp:
+        _deep_metrics_offline(mp)
+        yield

@@ -15,7 +15,6 @@ from percept.errors import PerceptError
 from percept.eval import harness as evaluate
 from percept.eval.results import bd_table, load_results, strip_timings, summarize
 from percept.hub.datasets import load_dataset
-from percept.metrics import MetricUnavailable
 
 GRID = {"jpeg": [10, 40]}
 OPTIONS = dict(crop="crop128", limit=2, swd_seeds=(0, 1), progress=False)
@@ -26,18 +25,9 @@ pytestmark = pytest.mark.usefixtures("offline_deep_metrics")
 
 
 @pytest.fixture(scope="module")
-def fresh(tmp_path_factory):
-    import percept.metrics as deep  # the names the results module calls
-
-    def unavailable(*args, **kwargs):
-        raise MetricUnavailable("weights not cached (test)")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(deep, "lpips", unavailable)
-        mp.setattr(deep, "fid", unavailable)
-        out = tmp_path_factory.mktemp("fresh") / "r.json"
-        results = evaluate.run("skimage", GRID, out=out, **OPTIONS)
-    return out, results
+def fresh(tmp_path_factory, offline_deep_metrics_for_module):
+    out = tmp_path_factory.mktemp("fresh") / "r.json"
+    return out, evaluate.run("skimage", GRID, out=out, **OPTIONS)
 
 
 def test_rows_complete_and_bpp_from_file_bytes(fresh):
