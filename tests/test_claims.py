@@ -175,3 +175,15 @@ def test_the_headline_figure_draws_a_panel_per_results_file():
     lines = fig.axes[0].get_lines()
     assert any(line.get_linestyle() == "--" for line in lines)
     assert headline_figure(Sources()) is None
+
+
+def test_the_verdict_figure_writes_each_count_on_its_own_bar():
+    from percept.eval.claims import claims_table, load_sources, verdict_figure
+
+    table = claims_table(load_sources(Path(__file__).resolve().parents[1] / "results"))
+    ax = verdict_figure(table).axes[0]
+    bars = [(round(b.get_y() + b.get_height() / 2, 6), b.get_x() + b.get_width() / 2, b.get_width())
+            for b in ax.patches if b.get_width() > 0]
+    labels = [(round(t.get_position()[1], 6), t.get_position()[0], t.get_text()) for t in ax.texts]
+    assert sorted(labels) == sorted((y, x, str(int(w))) for y, x, w in bars)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["paper 1", "paper 2"]

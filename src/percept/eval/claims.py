@@ -614,15 +614,17 @@ def verdict_figure(table: pd.DataFrame):
     colours = {HOLDS: "#1a9850", HOLDS_OURS: "#91cf60", FAILS: "#d73027", OFFLINE: "#bdbdbd",
                NOT_YET: "#ffffbf"}  # fmt: skip
     papers = list(dict.fromkeys(table.paper))
+    rows = np.arange(len(papers))  # bar positions; the papers' numbers are only the tick labels
     fig, ax = plt.subplots(figsize=(8, 0.6 + 0.7 * len(papers)))
     left = np.zeros(len(papers))
     for verdict in VERDICTS:
         n = np.array([int(((table.paper == p) & (table.verdict == verdict)).sum()) for p in papers])
-        ax.barh(papers, n, left=left, color=colours.get(verdict), edgecolor="0.3", label=verdict)
-        for y, (x0, k) in enumerate(zip(left, n)):
+        ax.barh(rows, n, left=left, color=colours.get(verdict), edgecolor="0.3", label=verdict)
+        for y, x0, k in zip(rows, left, n):
             if k:
                 ax.text(x0 + k / 2, y, str(k), ha="center", va="center", fontsize=9)
         left += n
+    ax.set_yticks(rows, [f"paper {p}" for p in papers])
     ax.set_xlabel("claims (count)")
     ax.invert_yaxis()
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, title="verdict")
