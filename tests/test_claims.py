@@ -187,3 +187,28 @@ def test_the_verdict_figure_writes_each_count_on_its_own_bar():
     labels = [(round(t.get_position()[1], 6), t.get_position()[0], t.get_text()) for t in ax.texts]
     assert sorted(labels) == sorted((y, x, str(int(w))) for y, x, w in bars)
     assert [t.get_text() for t in ax.get_yticklabels()] == ["paper 1", "paper 2"]
+
+
+def _sweep_run(path: Path, records: dict) -> Path:
+    """A stored chapter as papermill keeps glued values: one display output per record."""
+    outputs = [{"output_type": "display_data", "metadata": {"scrapbook": {"name": k, "mime_prefix": "x"}},
+                "data": {"application/papermill.record/" + ("text/plain" if isinstance(v, float) else "text/markdown"):
+                         repr(v) if isinstance(v, float) else v}}
+               for k, v in records.items()]  # fmt: skip
+    path.write_text(json.dumps({"cells": [{"cell_type": "code", "source": "", "outputs": outputs}]}))
+    return path
+
+
+@pytest.mark.parametrize("interp_swd, verdict", [(60.0, claims.HOLDS_OURS), (40.0, claims.FAILS)])
+def test_interpolation_reads_the_stored_sweep_chapter(tmp_path, interp_swd, verdict):
+    records = {"jpeg_ratio": 1.5, "jpeg_swd_sigma": 50.0, "jpeg_swd_interp": interp_swd,
+               "jpeg_winner": "σ traversal", "percept_hyperprior_ratio": 2.0,
+               "percept_hyperprior_swd_sigma": 64.0, "percept_hyperprior_swd_interp": 80.0}
+    assert claims.chapter_records(_sweep_run(tmp_path / "02.ipynb", records)) == records
+    (tmp_path / "full").mkdir()
+    _sweep_run(tmp_path / "full" / "02_sigma_sweep.ipynb", records)
+    found = claims.interpolation(claims.load_sources(tmp_path))
+    assert found.verdict == verdict
+    assert found.values["JPEG"] == {"mse_ratio": 1.5, "swd_sigma": 50.0, "swd_interp": interp_swd}
+    assert "learned codec: SWD 64.0 (σ traversal) vs 80.0 (interpolation) at MSE ratio 2.00" in found.ours
+    assert claims.interpolation(claims.Sources()).verdict == claims.NOT_YET
