@@ -60,6 +60,7 @@ def test_preset_sweep_times_methods_and_says_why_one_cannot_run(sweep_setup):
         or "codec" in rows.loc["slow", "unavailable"]
     )
     assert set(per_image["method"]) == {"decode", "medium", "euler_maruyama x3"}
+    assert rows.loc["medium", "sampler"] == "dpmpp_2m" and rows.loc["slow", "sampler"] == "dps"
 
 
 def test_preset_sweep_runs_fast_presets_on_a_given_consistency_model(sweep_setup):
@@ -75,6 +76,52 @@ def test_preset_sweep_runs_fast_presets_on_a_given_consistency_model(sweep_setup
     rows = table.set_index("method")
     assert rows["unavailable"].isna().all()
     assert rows.loc["fast", "nfe"] == 1 and rows.loc["fast-2", "nfe"] == 2
+
+
+def test_solver_crossover_pairs_ode_and_sde_at_equal_evaluations_and_calls_ties():
+    import pandas as pd
+
+    from percept.eval.sweeps import solver_crossover
+
+    table = pd.DataFrame({
+        "method": ["decode", "medium", "dpmpp_2m x2", "euler_ancestral x2", "medium-sde", "dpmpp_2m x30",
+                   "euler_ancestral x6", "euler_maruyama x6", "dpmpp_2m x12", "slow"],
+        "sampler": [None, "dpmpp_2m", "dpmpp_2m", "euler_ancestral", "euler_ancestral", "dpmpp_2m",
+                    "euler_ancestral", "euler_maruyama", "dpmpp_2m", "dps"],
+        "nfe": [0, 6, 2, 2, 30, 30, 6, 6, 12, 100],
+        "swd": [50.0, 40.0, 45.0, 60.0, 30.0, 36.0, 41.0, 20.0, 38.0, float("nan")],
+        "swd_std": [1.0, 1.0, 2.0, 3.0, 2.0, 1.0, 2.5, 0.1, 1.0, float("nan")],
+        "seconds": [0.0, 6.0, 2.0, 2.1, 30.0, 29.0, 6.5, 6.2, 12.0, float("nan")],
+        "unavailable": [None] * 9 + ["needs a differentiable codec"],
+    })  # fmt: skip
+    pairs = solver_crossover(table)
+    # 12 has no SDE, 100 no ODE (and did not run), euler_maruyama is not the SDE asked for
+    assert list(pairs["nfe"]) == [2, 6, 30]
+    assert list(pairs["method_ode"]) == ["dpmpp_2m x2", "medium", "dpmpp_2m x30"]
+    assert list(pairs["method_sde"]) == ["euler_ancestral x2", "euler_ancestral x6", "medium-sde"]
+    # 2: 60 - 45 = 15 > 3; 6: 1 < 2.5; 30: 36 - 30 = 6 > 2
+    assert list(pairs["more_realistic"]) == ["ODE", "neither", "SDE"]
+    other = solver_crossover(table, sde="euler_maruyama")
+    assert list(other["nfe"]) == [6] and list(other["more_realistic"]) == ["SDE"]
+
+
+def test_crossover_verdict_and_sentence_follow_the_rows():
+    import pandas as pd
+
+    from percept.eval.sweeps import crossover_holds, describe_crossover
+
+    def rows(nfes, wins):
+        return pd.DataFrame({"nfe": nfes, "more_realistic": wins})
+
+    holds = rows([2, 6, 12, 30], ["ODE", "ODE", "neither", "SDE"])
+    assert crossover_holds(holds) is True
+    assert "between 6 and 30 evaluations" in describe_crossover(holds)
+    assert crossover_holds(rows([2, 30], ["ODE", "neither"])) is False
+    assert "no crossover up to 30" in describe_crossover(rows([2, 30], ["ODE", "neither"]))
+    assert "even at 2" in describe_crossover(rows([2, 30], ["SDE", "SDE"]))
+    assert "neither solver" in describe_crossover(rows([2, 30], ["neither", "neither"]))
+    assert "2: SDE; 30: ODE" in describe_crossover(rows([2, 30], ["SDE", "ODE"]))
+    assert crossover_holds(rows([], [])) is None and "No ODE" in describe_crossover(rows([], []))
 
 
 def test_sweep_findings_reads_the_best_point_and_the_rule_crossing_off_each_line():

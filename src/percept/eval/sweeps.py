@@ -189,7 +189,7 @@ def preset_sweep(
     """The speed-performance trade-off (paper 1, Fig. 2 and Table 2) at one sigma.
 
     methods: preset names ("medium", "slow", ...) or (sampler, steps) pairs such as ("dpmpp_2m", 4).
-    Returns (per-image rows, per-method summary): network evaluations, seconds per image (median
+    Returns (per-image rows, per-method summary): the sampler, network evaluations, seconds per image (median
     wall time of the enhancer call; the codec's own decode is excluded and listed as "decode"),
     PSNR, MSE ratio to the plain decode and SWD realism (x1e3, lower is better) with its spread.
     A method this denoiser or codec cannot run (e.g. "fast" without a consistency model, "slow"
@@ -202,7 +202,7 @@ def preset_sweep(
     floor = swd(originals, originals, seeds=swd_seeds)
     rows, summary = [], []
     plain = swd(originals, decoded, seeds=swd_seeds)
-    summary.append({"method": "decode", "nfe": 0, "seconds": 0.0, "swd": plain.mean,
+    summary.append({"method": "decode", "sampler": None, "nfe": 0, "seconds": 0.0, "swd": plain.mean,
                     "swd_std": plain.std, "unavailable": None})  # fmt: skip
     rows += [
         _image_row(n, x, d, b, method="decode")
@@ -225,12 +225,12 @@ def preset_sweep(
                 seconds.append(time.perf_counter() - t0)
                 outputs.append(quantize(y))
         except PerceptError as exc:
-            summary.append({"method": label, "nfe": p.nfe, "unavailable": str(exc)})
+            summary.append({"method": label, "sampler": p.sampler, "nfe": p.nfe, "unavailable": str(exc)})
             continue
         for i, y in enumerate(outputs):
             rows.append(_image_row(names[i], originals[i], y, bpps[i], method=label))
         realism = swd(originals, outputs, seeds=swd_seeds)
-        summary.append({"method": label, "nfe": p.nfe, "seconds": float(np.median(seconds)),
+        summary.append({"method": label, "sampler": p.sampler, "nfe": p.nfe, "seconds": float(np.median(seconds)),
                         "swd": realism.mean, "swd_std": realism.std, "unavailable": None})  # fmt: skip
     per_image = pd.DataFrame(rows)
     table = per_image.groupby("method", sort=False).agg(psnr=("psnr", "mean"), mse=("mse", "mean"))
@@ -239,6 +239,66 @@ def preset_sweep(
     table["swd_floor"] = floor.mean
     table["sigma"] = float(sigma)
     return per_image, table
+
+
+def solver_crossover(
+    table: pd.DataFrame, *, ode: str = "dpmpp_2m", sde: str = "euler_ancestral"
+) -> pd.DataFrame:
+    """Paper 1's Fig. 2 question at equal cost: an ODE and an SDE solver at every number of network
+    evaluations both ran in a `preset_sweep` table (presets count as their sampler: `medium` is
+    dpmpp_2m, `medium-sde` euler_ancestral).
+
+    One row per shared NFE, fewest first: each solver's method, SWD, spread and seconds, and
+    `more_realistic`: "ODE" or "SDE" when the lower SWD is lower by more than the larger of the two
+    spreads, else "neither" (the difference is within the patch sampling's spread). The paper finds
+    the ODE ahead at few evaluations and the SDE beyond (discretisation against approximation
+    error)."""
+    ran = table[table["unavailable"].isna()] if "unavailable" in table else table
+    sides = {}
+    for family, sampler in (("ode", ode), ("sde", sde)):
+        rows = ran[ran["sampler"] == sampler].drop_duplicates("nfe")  # the first run of a step count
+        sides[family] = rows.set_index("nfe")[["method", "swd", "swd_std", "seconds"]]
+    pairs = sides["ode"].join(sides["sde"], how="inner", lsuffix="_ode", rsuffix="_sde").sort_index()
+    pairs = pairs.reset_index()
+    gap = pairs["swd_sde"] - pairs["swd_ode"]
+    spread = np.maximum(pairs["swd_std_ode"], pairs["swd_std_sde"])
+    pairs["more_realistic"] = np.where(gap > spread, "ODE", np.where(-gap > spread, "SDE", "neither"))
+    return pairs
+
+
+def crossover_holds(pairs: pd.DataFrame) -> bool | None:
+    """Whether `solver_crossover`'s rows show the paper's ordering: the ODE solver more realistic at
+    the fewest shared evaluations and the SDE solver at the most. None without a pair."""
+    if pairs.empty:
+        return None
+    return pairs["more_realistic"].iloc[0] == "ODE" and pairs["more_realistic"].iloc[-1] == "SDE"
+
+
+def describe_crossover(pairs: pd.DataFrame) -> str:
+    """One sentence on `solver_crossover`'s rows, chosen from the numbers."""
+    if pairs.empty:
+        return "No ODE and SDE solver ran at the same number of network evaluations in this run."
+    counts = ", ".join(str(int(n)) for n in pairs["nfe"])
+    wins = dict(zip(pairs["nfe"].astype(int), pairs["more_realistic"]))
+    if crossover_holds(pairs):
+        last_ode = max(n for n, w in wins.items() if w == "ODE")
+        first_sde = min(n for n, w in wins.items() if w == "SDE" and n > last_ode)
+        return (f"At equal network evaluations ({counts}) the ODE solver is the more realistic at "
+                f"{int(pairs['nfe'].iloc[0])} and the SDE solver at {int(pairs['nfe'].iloc[-1])}: paper 1's "
+                f"crossover appears here, between {last_ode} and {first_sde} evaluations.")  # fmt: skip
+    ahead = {w for w in wins.values() if w != "neither"}
+    if not ahead:
+        return (f"At equal network evaluations ({counts}) neither solver is more realistic than the other "
+                f"beyond the SWD's spread: no crossover shows.")  # fmt: skip
+    if ahead == {"ODE"}:
+        return (f"At equal network evaluations ({counts}) the ODE solver is never less realistic than the "
+                f"SDE solver: no crossover up to {int(pairs['nfe'].iloc[-1])} evaluations.")  # fmt: skip
+    if ahead == {"SDE"}:
+        return (f"At equal network evaluations ({counts}) the SDE solver is never less realistic than the "
+                f"ODE solver, even at {int(pairs['nfe'].iloc[0])}: no crossover shows.")  # fmt: skip
+    order = "; ".join(f"{n}: {w}" for n, w in wins.items())
+    return (f"At equal network evaluations the more realistic solver changes without the paper's order "
+            f"(fewest evaluations first: {order}).")  # fmt: skip
 
 
 def level_breakdown(
