@@ -212,3 +212,18 @@ def test_interpolation_reads_the_stored_sweep_chapter(tmp_path, interp_swd, verd
     assert found.values["JPEG"] == {"mse_ratio": 1.5, "swd_sigma": 50.0, "swd_interp": interp_swd}
     assert "learned codec: SWD 64.0 (σ traversal) vs 80.0 (interpolation) at MSE ratio 2.00" in found.ours
     assert claims.interpolation(claims.Sources()).verdict == claims.NOT_YET
+
+
+@pytest.mark.parametrize("sde_at_30, verdict", [(30.0, claims.HOLDS_OURS), (39.0, claims.FAILS)])
+def test_solver_crossover_reads_the_stored_presets_chapter(tmp_path, sde_at_30, verdict):
+    records = {"crossover_2_ode_swd": 45.0, "crossover_2_ode_std": 2.0, "crossover_2_sde_swd": 60.0,
+               "crossover_2_sde_std": 3.0, "crossover_30_ode_swd": 36.0, "crossover_30_ode_std": 1.0,
+               "crossover_30_sde_swd": sde_at_30, "crossover_30_sde_std": 2.0,
+               "crossover_6_ode_swd": 40.0, "best_swd": 12.0}  # 6 lacks its SDE side: left out
+    (tmp_path / "full").mkdir()
+    _sweep_run(tmp_path / "full" / "04_presets.ipynb", records)
+    found = claims.solver_crossover(claims.load_sources(tmp_path))
+    assert found.verdict == verdict
+    assert found.values == {2: "ODE", 30: "SDE" if verdict == claims.HOLDS_OURS else "ODE"}
+    assert found.ours.startswith("2 NFE: ODE 45.0 vs SDE 60.0 (ODE); 30 NFE: ODE 36.0 vs SDE")
+    assert claims.solver_crossover(claims.Sources()).verdict == claims.NOT_YET

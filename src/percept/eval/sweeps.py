@@ -259,7 +259,14 @@ def solver_crossover(
         rows = ran[ran["sampler"] == sampler].drop_duplicates("nfe")  # the first run of a step count
         sides[family] = rows.set_index("nfe")[["method", "swd", "swd_std", "seconds"]]
     pairs = sides["ode"].join(sides["sde"], how="inner", lsuffix="_ode", rsuffix="_sde").sort_index()
-    pairs = pairs.reset_index()
+    return judge_crossover(pairs.reset_index())
+
+
+def judge_crossover(pairs: pd.DataFrame) -> pd.DataFrame:
+    """`pairs` (columns nfe, swd_ode, swd_std_ode, swd_sde, swd_std_sde) with `more_realistic`
+    added, fewest evaluations first: the solver whose SWD is lower by more than the larger spread,
+    else "neither"."""
+    pairs = pairs.sort_values("nfe").reset_index(drop=True)
     gap = pairs["swd_sde"] - pairs["swd_ode"]
     spread = np.maximum(pairs["swd_std_ode"], pairs["swd_std_sde"])
     pairs["more_realistic"] = np.where(gap > spread, "ODE", np.where(-gap > spread, "SDE", "neither"))
