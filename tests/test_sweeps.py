@@ -118,6 +118,10 @@ def test_crossover_verdict_and_sentence_follow_the_rows():
     assert "between 6 and 30 evaluations" in describe_crossover(holds)
     assert crossover_holds(rows([2, 30], ["ODE", "neither"])) is False
     assert "no crossover up to 30" in describe_crossover(rows([2, 30], ["ODE", "neither"]))
+    gaining = rows([2, 12, 30], ["ODE", "ODE", "ODE"]).assign(swd_sde=[112.0, 107.8, 97.3])
+    assert describe_crossover(gaining).endswith(
+        "The SDE is still gaining at the most evaluations (SWD 107.8 at 12, 97.3 at 30), so a crossover may lie further on.")
+    assert "still gaining" not in describe_crossover(gaining.assign(swd_sde=[112.0, 97.3, 107.8]))
     assert "even at 2" in describe_crossover(rows([2, 30], ["SDE", "SDE"]))
     assert "neither solver" in describe_crossover(rows([2, 30], ["neither", "neither"]))
     assert "2: SDE; 30: ODE" in describe_crossover(rows([2, 30], ["SDE", "ODE"]))

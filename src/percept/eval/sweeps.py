@@ -298,8 +298,13 @@ def describe_crossover(pairs: pd.DataFrame) -> str:
         return (f"At equal network evaluations ({counts}) neither solver is more realistic than the other "
                 f"beyond the SWD's spread: no crossover shows.")  # fmt: skip
     if ahead == {"ODE"}:
-        return (f"At equal network evaluations ({counts}) the ODE solver is never less realistic than the "
+        said = (f"At equal network evaluations ({counts}) the ODE solver is never less realistic than the "
                 f"SDE solver: no crossover up to {int(pairs['nfe'].iloc[-1])} evaluations.")  # fmt: skip
+        if len(pairs) > 1 and "swd_sde" in pairs and pairs["swd_sde"].iloc[-1] < pairs["swd_sde"].iloc[-2]:
+            last, before = pairs.iloc[-1], pairs.iloc[-2]
+            said += (f" The SDE is still gaining at the most evaluations (SWD {before.swd_sde:.1f} at "
+                     f"{int(before.nfe)}, {last.swd_sde:.1f} at {int(last.nfe)}), so a crossover may lie further on.")  # fmt: skip
+        return said
     if ahead == {"SDE"}:
         return (f"At equal network evaluations ({counts}) the SDE solver is never less realistic than the "
                 f"ODE solver, even at {int(pairs['nfe'].iloc[0])}: no crossover shows.")  # fmt: skip
