@@ -3,6 +3,7 @@ stand, with today's prose, and recomputed (saying why) when they do not."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -191,6 +192,51 @@ def test_the_committed_full_runs_stand_for_every_chapter_as_it_is_now():
         source = nbformat.read(root / "notebooks" / f"{name}.ipynb", as_version=4)
         stale[name] = book.stored_run_problem(stored, source, path, {k: v[name] for k, v in expected.items()})
     assert not {k: v for k, v in stale.items() if v}, stale
+
+
+# a glue reference in MyST: a role {glue:text}`name:fmt` (or `doc::name:fmt`) or a directive block
+# ```{glue:md} name (with an optional `:doc: path` line)
+GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`([^`]+)`")
+GLUE_BLOCK = re.compile(r"```\{glue(?::\w+)?\}[ \t]+(\S+)[ \t]*\n(?::doc:[ \t]+(\S+))?")
+
+
+def glue_references(text: str, here: str) -> set[tuple[str, str]]:
+    """(document, name) of every glued value `text` shows; `here` is the document it is in."""
+    refs = set()
+    for content in GLUE_ROLE.findall(text):
+        doc, _, rest = content.rpartition("::")
+        refs.add((doc or here, rest.split(":")[0]))
+    for name, doc in GLUE_BLOCK.findall(text):
+        refs.add((doc or here, name))
+    return refs
+
+
+def test_glue_references_are_read_from_roles_and_blocks():
+    text = ("SWD {glue:text}`swd:.1f` and {glue:md}`best`; {glue:text}`notebooks/b.ipynb::n:s`.\n"
+            "```{glue:md} lines\n:format: myst\n```\n```{glue} fig\n:doc: notebooks/c.ipynb\n```\n")  # fmt: skip
+    assert glue_references(text, "notebooks/a.ipynb") == {
+        ("notebooks/a.ipynb", "swd"), ("notebooks/a.ipynb", "best"), ("notebooks/b.ipynb", "n"),
+        ("notebooks/a.ipynb", "lines"), ("notebooks/c.ipynb", "fig"),
+    }  # fmt: skip
+
+
+def test_the_committed_full_runs_hold_every_value_the_prose_glues():
+    """A stored run stays valid while its code cells stand, but the prose (today's) or a library
+    function behind a glue cell may name a value the stored run never glued; the book build would
+    then fail on that name. Every chapter's and the introduction's references must be in the runs."""
+    from percept.eval.claims import chapter_records
+
+    root = book.project_root()
+    store = book.results_dir(root, "full")
+    refs = glue_references((root / "book" / "intro.md").read_text(), "intro")
+    for name in book.source_notebooks(root):
+        nb = nbformat.read(root / "notebooks" / f"{name}.ipynb", as_version=4)
+        text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+        refs |= glue_references(text, f"notebooks/{name}.ipynb")
+    assert all(doc != "intro" for doc, _ in refs), "the introduction glues only from chapters"
+    glued = {doc: set(chapter_records(store / Path(doc).name)) for doc in {d for d, _ in refs}}
+    missing = sorted(f"{doc}::{name}" for doc, name in refs if name not in glued[doc])
+    assert not missing, f"not glued by the stored runs (recompute those chapters): {missing}"
 
 
 def test_every_setup_cell_clones_the_repository_the_badges_point_at():
