@@ -428,6 +428,7 @@ def interpolation(src: Sources) -> Finding:
 
 
 CROSSOVER_KEY = re.compile(r"crossover_(\d+)_(ode|sde)_(swd|std)")
+CROSSOVER_CAVEAT = " SWD stands in for FID; the chapter's codec, prior and σ are ours"
 
 
 def solver_crossover(src: Sources) -> Finding:
@@ -448,7 +449,7 @@ def solver_crossover(src: Sources) -> Finding:
     ours = "; ".join(f"{r.nfe} NFE: ODE {r.swd_ode:.1f} vs SDE {r.swd_sde:.1f} ({r.more_realistic})"
                      for r in pairs.itertuples())  # fmt: skip
     holds = crossover_holds(pairs)
-    why = describe_crossover(pairs) + " SWD stands in for FID; the chapter's codec, prior and σ are ours"
+    why = describe_crossover(pairs) + CROSSOVER_CAVEAT
     return Finding(ours, HOLDS_OURS if holds else FAILS, why,
                    {int(r.nfe): r.more_realistic for r in pairs.itertuples()})
 
@@ -673,7 +674,7 @@ def prose_values(findings: dict[str, Finding], table: pd.DataFrame) -> dict[str,
         "medium": findings["p1-medium"].ours,
         "bd_psnr": findings["p1-bdpsnr"].ours,
         "sigma_calibration": findings["p1-sigma"].ours,
-        "solvers": findings["p1-solvers"].why.split(" SWD stands in")[0],
+        "solvers": findings["p1-solvers"].why.removesuffix(CROSSOVER_CAVEAT),
         "solvers_verdict": findings["p1-solvers"].verdict,
         "fusion_tau": _value(findings, "p2-1db", "{:g}", "tau"),
         "fusion_bd_psnr": _value(findings, "p2-1db", "{:+.3f} dB", "bd_psnr"),

@@ -258,8 +258,8 @@ def solver_crossover(
     for family, sampler in (("ode", ode), ("sde", sde)):
         rows = ran[ran["sampler"] == sampler].drop_duplicates("nfe")  # the first run of a step count
         sides[family] = rows.set_index("nfe")[["method", "swd", "swd_std", "seconds"]]
-    pairs = sides["ode"].join(sides["sde"], how="inner", lsuffix="_ode", rsuffix="_sde").sort_index()
-    return judge_crossover(pairs.reset_index())
+    pairs = sides["ode"].join(sides["sde"], how="inner", lsuffix="_ode", rsuffix="_sde")
+    return judge_crossover(pairs.reset_index())  # sorts by NFE
 
 
 def judge_crossover(pairs: pd.DataFrame) -> pd.DataFrame:
